@@ -1,0 +1,1 @@
+"""The on-prem inference worker (a separate process; never imports ``gateway``)."""
