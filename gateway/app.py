@@ -1,0 +1,390 @@
+"""The gateway's ASGI application: OpenAI-compatible endpoints over the request pipeline.
+
+Endpoints (mTLS port): ``POST /v1/chat/completions``, ``POST /v1/completions``,
+``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, ``GET /openapi.json``.
+The plain ops port (:func:`build_ops_app`) serves only the last four.
+
+Response headers tell the caller what happened: ``x-bastion-route``, ``x-bastion-decision-id``
+(the audit record id) and ``x-bastion-policy-version``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.api.errors import error_response
+from gateway.api.openapi import OPENAPI_DOCUMENT
+from gateway.authz import Authorizer
+from gateway.config import GatewayConfig
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    UpstreamError,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import (
+    AuditSink,
+    NullRestorer,
+    RequestContext,
+    Restorer,
+    RoutedRequest,
+    Router,
+    Sanitizer,
+    identify,
+    parse_request,
+    read_json_body,
+    stream_events,
+)
+from gateway.policy.decision import Action
+from gateway.upstreams.base import Endpoint, Upstream
+from pki.asgi_tls import peer_identity
+from pki.identity import Identity
+
+__all__ = ["Gateway", "build_app", "build_ops_app"]
+
+logger = logging.getLogger("bastion.gateway")
+access_logger = logging.getLogger("bastion.access")
+
+
+@dataclass
+class Gateway:
+    """Everything a request needs, built once at startup (``gateway.server.build_gateway``)."""
+
+    config: GatewayConfig
+    upstreams: Mapping[str, Upstream]
+    router: Router
+    audit: AuditSink
+    sanitizer: Sanitizer | None = None
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    ready: bool = True
+
+    def __post_init__(self) -> None:
+        self.authorizer = Authorizer(self.config.authorization, self.config.models)
+
+    async def aclose(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
+
+
+class _Timer:
+    def __init__(self, gateway: Gateway, step: str) -> None:
+        self._histogram = gateway.metrics.step_seconds.labels(step)
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._histogram.observe(time.perf_counter() - self._start)
+
+
+def _decision_headers(routed: RoutedRequest, decision_id: str) -> dict[str, str]:
+    return {
+        "x-bastion-route": routed.decision.route or routed.decision.action.value,
+        "x-bastion-decision-id": decision_id,
+        "x-bastion-policy-version": routed.decision.policy_version,
+    }
+
+
+def _usage(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    usage = body.get("usage")
+    return usage if isinstance(usage, Mapping) else None
+
+
+async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpoint) -> Response:
+    limits = gateway.config.limits
+    with _Timer(gateway, "identify"):
+        identity = identify(request)
+    body = await read_json_body(request, limits)
+    parsed = parse_request(endpoint, body, limits)
+    with _Timer(gateway, "authorize"):
+        gateway.authorizer.check(identity, parsed.model)
+    ctx = RequestContext(
+        identity=identity,
+        client_addr=request.client.host if request.client else "",
+        endpoint=endpoint,
+        body=body,
+        model=parsed.model,
+        stream=parsed.stream,
+        headers={k.lower(): v for k, v in request.headers.items()},
+    )
+    request.state.identity = identity.spiffe_id
+    routed = await gateway.router.route(ctx)
+    request.state.route = routed.decision.route or routed.decision.action.value
+    request.state.action = routed.decision.action.value
+    with _Timer(gateway, "audit"):
+        decision_id = await gateway.audit.append_decision(ctx, routed)
+    headers = _decision_headers(routed, decision_id)
+    if routed.decision.action is Action.DENY:
+        gateway.metrics.denials.labels(routed.decision.rule_id).inc()
+        exc = PermissionDenied(
+            routed.decision.message
+            or f"the request was denied by policy rule '{routed.decision.rule_id}'",
+            code="policy_denied",
+        )
+        await _record_outcome(
+            gateway, ctx, decision_id, exc.status_code, None, None, "policy_denied"
+        )
+        return error_response(exc, headers)
+    if routed.upstream is None or routed.upstream not in gateway.upstreams:
+        raise ServiceUnavailable(f"route '{routed.decision.route}' has no usable upstream")
+    upstream = gateway.upstreams[routed.upstream]
+    outgoing: dict[str, Any] = dict(body)
+    restorer: Restorer = NullRestorer()
+    if upstream.kind == "managed":
+        if gateway.sanitizer is None:
+            # Fail closed: without a sanitizer, nothing goes to a managed API.
+            raise ServiceUnavailable("no sanitizer is configured; managed routes are disabled")
+        with _Timer(gateway, "sanitize"):
+            outgoing, restorer = await gateway.sanitizer.sanitize(ctx, routed)
+    outgoing["model"] = upstream.upstream_model(parsed.model)
+    try:
+        if parsed.stream:
+            return await _forward_stream(
+                gateway, ctx, upstream, endpoint, outgoing, restorer, decision_id, headers
+            )
+        with _Timer(gateway, "forward"):
+            reply = await upstream.complete(endpoint, outgoing)
+        with _Timer(gateway, "restore"):
+            answer = restorer.restore_body(reply.body)
+    except GatewayError as exc:
+        gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
+        await _record_outcome(
+            gateway, ctx, decision_id, exc.status_code, upstream.name, None, type(exc).__name__
+        )
+        return error_response(exc, headers)
+    answer["model"] = parsed.model
+    await _record_outcome(gateway, ctx, decision_id, 200, upstream.name, _usage(answer), None)
+    return JSONResponse(answer, headers=headers)
+
+
+async def _forward_stream(
+    gateway: Gateway,
+    ctx: RequestContext,
+    upstream: Upstream,
+    endpoint: Endpoint,
+    outgoing: dict[str, Any],
+    restorer: Restorer,
+    decision_id: str,
+    headers: dict[str, str],
+) -> Response:
+    stream = await upstream.stream(endpoint, outgoing)
+
+    async def body() -> AsyncIterator[bytes]:
+        status, error_class, usage = 200, None, None
+        try:
+            async for payload, event in stream_events(stream.events(), restorer, ctx.model):
+                usage = _usage(event) or usage
+                yield f"data: {payload}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+        except GatewayError as exc:
+            status, error_class = exc.status_code, type(exc).__name__
+            gateway.metrics.upstream_errors.labels(upstream.name, error_class).inc()
+            error = {
+                "error": {
+                    "message": exc.message,
+                    "type": exc.error_type,
+                    "param": None,
+                    "code": exc.code,
+                }
+            }
+            yield f"data: {json.dumps(error)}\n\n".encode()
+        except BaseException:
+            status, error_class = 499, "ClientDisconnected"
+            raise
+        finally:
+            await stream.aclose()
+            await _record_outcome(
+                gateway, ctx, decision_id, status, upstream.name, usage, error_class
+            )
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def _record_outcome(
+    gateway: Gateway,
+    ctx: RequestContext,
+    decision_id: str,
+    status: int,
+    upstream: str | None,
+    usage: Mapping[str, Any] | None,
+    error_class: str | None,
+) -> None:
+    latency_ms = (time.perf_counter() - ctx.started) * 1000
+    try:
+        await gateway.audit.append_outcome(
+            decision_id,
+            status=status,
+            latency_ms=latency_ms,
+            upstream=upstream,
+            usage=usage,
+            error_class=error_class,
+        )
+    except GatewayError:
+        # The decision record is already durable; a lost outcome is counted and logged.
+        gateway.metrics.audit_failures.inc()
+        logger.error("audit outcome record could not be written: decision_id=%s", decision_id)
+
+
+def _endpoint_handler(gateway: Gateway, endpoint: Endpoint) -> Any:
+    async def handler(request: Request) -> Response:
+        return await _handle_completion(gateway, request, endpoint)
+
+    return handler
+
+
+def _models_handler(gateway: Gateway) -> Any:
+    async def handler(request: Request) -> Response:
+        identity = identify(request)
+        created = 0
+        data = [
+            {"id": alias, "object": "model", "created": created, "owned_by": "bastion"}
+            for alias in gateway.authorizer.allowed_models(identity)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    return handler
+
+
+def _ops_routes(gateway: Gateway) -> list[Route]:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if not gateway.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        for name, upstream in gateway.upstreams.items():
+            gateway.metrics.circuit_open.labels(name).set(
+                0 if upstream.circuit_state() == "closed" else 1
+            )
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(OPENAPI_DOCUMENT)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        return error_response(
+            MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+        )
+    if isinstance(exc, HTTPException) and exc.status_code == 404:
+        return error_response(NotFound(f"no such endpoint: {request.url.path}"))
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return error_response(GatewayError(f"HTTP {status}"))
+
+
+async def _gateway_exception(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, GatewayError):  # pragma: no cover - registered for GatewayError only
+        raise exc
+    if isinstance(exc, UpstreamError):
+        logger.warning("upstream error: %s", exc.message)
+    return error_response(exc)
+
+
+class AccessLog:
+    """Pure ASGI middleware: one line per request with identity, route, status, latency.
+
+    Never the body, never the query string. Pure ASGI (not ``BaseHTTPMiddleware``) keeps
+    contextvars and streaming intact.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, enabled: bool) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        route = "-"
+
+        async def wrapped(message: Message) -> None:
+            nonlocal status, route
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for key, value in message.get("headers", []):
+                    if key == b"x-bastion-route":
+                        route = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            elapsed = time.perf_counter() - start
+            path = scope["path"]
+            verdict = peer_identity(scope)
+            who = verdict.spiffe_id if isinstance(verdict, Identity) else "-"
+            if path in ("/v1/chat/completions", "/v1/completions"):
+                state = scope.get("state") or {}
+                self.gateway.metrics.requests.labels(
+                    path, route, str(state.get("action", "-")), str(status), who
+                ).inc()
+                self.gateway.metrics.request_seconds.labels(path, route).observe(elapsed)
+            if self.enabled:
+                access_logger.info(
+                    "%s %s %s identity=%s route=%s status=%d latency_ms=%.1f",
+                    scope.get("client", ("-",))[0] if scope.get("client") else "-",
+                    scope["method"],
+                    path,
+                    who,
+                    route,
+                    status,
+                    elapsed * 1000,
+                )
+
+
+def build_app(gateway: Gateway) -> ASGIApp:
+    routes = [
+        Route("/v1/chat/completions", _endpoint_handler(gateway, Endpoint.CHAT), methods=["POST"]),
+        Route(
+            "/v1/completions", _endpoint_handler(gateway, Endpoint.COMPLETIONS), methods=["POST"]
+        ),
+        Route("/v1/models", _models_handler(gateway), methods=["GET"]),
+        *_ops_routes(gateway),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_exception},
+    )
+    return AccessLog(app, gateway, enabled=gateway.config.server.access_log)
+
+
+def build_ops_app(gateway: Gateway) -> ASGIApp:
+    app = Starlette(
+        routes=_ops_routes(gateway), exception_handlers={HTTPException: _http_exception}
+    )
+    return app

@@ -1,0 +1,319 @@
+"""The gateway's configuration: one YAML file, loaded into frozen typed models.
+
+Unknown keys are errors (a misspelled ``max_body_byte:`` must not silently do nothing) and every
+error names ``file:line:col`` and the key. Relative paths are resolved against the config file's
+directory. Secrets (API keys, tokens) are never written in the file: a value is a reference,
+``{env: VAR}``, ``{file: PATH}`` or ``"secret:NAME"`` (the HSM-backed secret store), resolved at
+startup into :class:`pki.secret.Secret`.
+
+Example: ``deploy/config.example.yaml``; the dev site (``make run``) writes one to ``var/dev``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "AuthorizationRule",
+    "CircuitConfig",
+    "GatewayConfig",
+    "LimitsConfig",
+    "ModelConfig",
+    "SecretRef",
+    "ServerConfig",
+    "TLSConfig",
+    "TimeoutConfig",
+    "UpstreamConfig",
+    "UpstreamTLS",
+    "load_config",
+    "load_yaml_document",
+    "locate",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Frozen):
+    """Where a secret comes from. Exactly one of ``env``, ``file``, ``store`` (``secret:NAME``)."""
+
+    env: str | None = None
+    file: Path | None = None
+    store: str | None = None
+
+    def describe(self) -> str:
+        if self.env:
+            return f"env:{self.env}"
+        if self.file:
+            return f"file:{self.file}"
+        return f"secret:{self.store}"
+
+
+class ServerConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8443
+    # Plain-HTTP listener for kubelet probes and Prometheus: /healthz, /readyz, /metrics only.
+    # Null disables it; the same three paths are always served on the mTLS port as well.
+    ops_host: str = "127.0.0.1"
+    ops_port: Annotated[int, Field(ge=0, le=65535)] | None = 9464
+    access_log: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Bounded pool for blocking work (detection, PKCS#11) off the event loop.
+    worker_threads: Annotated[int, Field(ge=1, le=256)] = 8
+
+
+class TLSConfig(_Frozen):
+    cert: Path
+    key: Path
+    ca: Path
+    crl: Path | None = None  # checked on each new connection; strongly recommended
+    trust_domain: str = "bastion.internal"
+
+
+class LimitsConfig(_Frozen):
+    """Named limits on every unbounded input. Each refusal says which limit and its value."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576  # 413 above this
+    max_messages: Annotated[int, Field(ge=1)] = 256
+    max_text_chars: Annotated[int, Field(ge=1)] = 400_000  # all texts of one request together
+    max_tokens: Annotated[int, Field(ge=1)] = 8192  # cap on max_tokens / max_completion_tokens
+    detect_timeout_s: Annotated[float, Field(gt=0)] = 5.0  # waiting for the detector → 503
+    max_concurrent_detections: Annotated[int, Field(ge=1)] = 64
+
+
+class TimeoutConfig(_Frozen):
+    connect: Annotated[float, Field(gt=0)] = 5.0
+    read: Annotated[float, Field(gt=0)] = 120.0
+    write: Annotated[float, Field(gt=0)] = 30.0
+    pool: Annotated[float, Field(gt=0)] = 5.0
+
+
+class CircuitConfig(_Frozen):
+    failure_threshold: Annotated[int, Field(ge=1)] = 5  # consecutive failures that open it
+    reset_after_s: Annotated[float, Field(gt=0)] = 30.0  # then one trial request is let through
+
+
+class UpstreamTLS(_Frozen):
+    ca: Path | None = None  # None: the system trust store (managed APIs)
+    cert: Path | None = None  # client certificate for mTLS to Bastion's own workers
+    key: Path | None = None
+
+
+class UpstreamConfig(_Frozen):
+    kind: Literal["onprem", "managed"]
+    type: Literal["openai", "ubiai"] = "openai"
+    # openai: the base URL ending in /v1. ubiai: the endpoint URL (the token is appended to it).
+    base_url: str | list[str]
+    api_key: SecretRef | None = None  # openai: Bearer key; ubiai: the URL token
+    model_map: Mapping[str, str] = Field(default_factory=dict)  # alias -> upstream model name
+    timeout: TimeoutConfig = TimeoutConfig()
+    max_connections: Annotated[int, Field(ge=1)] = 100
+    circuit: CircuitConfig = CircuitConfig()
+    tls: UpstreamTLS = UpstreamTLS()
+    ubiai: Mapping[str, Any] = Field(default_factory=dict)  # monitor_model, knowledge_base_ids
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | list[str]) -> str | list[str]:
+        for url in [value] if isinstance(value, str) else value:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError("must be an http(s) URL")
+        if isinstance(value, list) and not value:
+            raise ValueError("needs at least one URL")
+        return value
+
+    def urls(self) -> list[str]:
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+
+class ModelConfig(_Frozen):
+    """A model alias callers use. Without a policy the alias routes to ``upstream``."""
+
+    upstream: str
+    description: str = ""
+
+
+class AuthorizationRule(_Frozen):
+    """Identities (SPIFFE ID globs) that may call the listed model aliases (globs)."""
+
+    identity: str
+    models: list[str]
+
+
+class PolicyRef(_Frozen):
+    file: Path
+    shadow: Path | None = None  # candidate policy evaluated beside the live one
+    reload_interval_s: Annotated[float, Field(gt=0)] = 1.0
+
+
+class GatewayConfig(_Frozen):
+    server: ServerConfig = ServerConfig()
+    tls: TLSConfig
+    limits: LimitsConfig = LimitsConfig()
+    upstreams: Mapping[str, UpstreamConfig]
+    models: Mapping[str, ModelConfig]
+    authorization: list[AuthorizationRule]
+    policy: PolicyRef | None = None
+    audit: Mapping[str, Any] | None = None  # validated by gateway.audit
+    hsm: Mapping[str, Any] | None = None  # validated by pki.hsm
+    secrets: Mapping[str, Any] | None = None  # secret store location, validated by gateway.secrets
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: Mapping[str, ModelConfig]) -> Mapping[str, ModelConfig]:
+        if not value:
+            raise ValueError("at least one model alias is required")
+        return value
+
+
+# -- YAML with positions ------------------------------------------------------------------
+
+
+def load_yaml_document(path: Path) -> Any:
+    """Parse YAML 1.2 with positions kept; duplicate keys are errors."""
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return yaml.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{where}: {problem}") from None
+
+
+def locate(document: Any, loc: tuple[int | str, ...]) -> tuple[int, int] | None:
+    """1-based (line, column) of the deepest node of ``loc`` that exists in the document."""
+    node = document
+    found: tuple[int, int] | None = None
+    if isinstance(node, CommentedMap | CommentedSeq):
+        found = (node.lc.line + 1, node.lc.col + 1)
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line, col = node.lc.key(part)
+            found = (line + 1, col + 1)
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line, col = node.lc.item(part)
+            found = (line + 1, col + 1)
+            node = node[part]
+        else:
+            break
+    return found
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validation_messages(path: Path, document: Any, exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = tuple(error["loc"])
+        position = locate(document, loc)
+        where = f"{path}:{position[0]}:{position[1]}" if position else str(path)
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key '{loc[-1]}' at {_dotted(loc[:-1])}; check the spelling"
+        elif error["type"] == "missing":
+            message = f"missing required key '{_dotted(loc)}'"
+        else:
+            message = f"{_dotted(loc)}: {error['msg']}"
+        lines.append(f"{where}: {message}")
+    return lines
+
+
+def _resolve_paths(value: Any, base: Path) -> Any:
+    if isinstance(value, BaseModel):
+        updates = {
+            name: _resolve_paths(getattr(value, name), base) for name in type(value).model_fields
+        }
+        return value.model_copy(update=updates)
+    if isinstance(value, Path):
+        return value if value.is_absolute() else (base / value).resolve()
+    if isinstance(value, Mapping):
+        return {k: _resolve_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_paths(v, base) for v in value]
+    return value
+
+
+def _coerce_secret_refs(node: Any) -> Any:
+    """``api_key: "secret:NAME"`` is shorthand for ``api_key: {store: NAME}``."""
+    if isinstance(node, Mapping):
+        out = {}
+        for key, value in node.items():
+            if key == "api_key" and isinstance(value, str) and value.startswith("secret:"):
+                out[key] = {"store": value.removeprefix("secret:")}
+            elif key == "api_key" and isinstance(value, str):
+                raise ConfigError(
+                    "upstream api_key must be a reference ({env: VAR}, {file: PATH} or "
+                    "'secret:NAME'), never the key itself"
+                )
+            else:
+                out[key] = _coerce_secret_refs(value)
+        return out
+    if isinstance(node, list):
+        return [_coerce_secret_refs(v) for v in node]
+    return node
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Load and validate the gateway config; raise :class:`ConfigError` listing every problem."""
+    document = load_yaml_document(path)
+    if not isinstance(document, CommentedMap):
+        raise ConfigError(
+            f"{path}:1:1: the config must be a mapping of sections (server, tls, ...)"
+        )
+    try:
+        plain = _coerce_secret_refs(document)
+        config = GatewayConfig.model_validate(plain)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(validation_messages(path, document, exc))) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    resolved: GatewayConfig = _resolve_paths(config, path.resolve().parent)
+    config = resolved
+    _check_references(path, document, config)
+    return config
+
+
+def _check_references(path: Path, document: Any, config: GatewayConfig) -> None:
+    problems = []
+    for alias, model in config.models.items():
+        if model.upstream not in config.upstreams:
+            line, col = locate(document, ("models", alias, "upstream")) or (0, 0)
+            problems.append(
+                f"{path}:{line}:{col}: model '{alias}' names upstream '{model.upstream}', "
+                f"which is not defined (known: {', '.join(sorted(config.upstreams)) or 'none'})"
+            )
+    for name, upstream in config.upstreams.items():
+        if upstream.api_key is not None:
+            set_fields = [f for f in ("env", "file", "store") if getattr(upstream.api_key, f)]
+            if len(set_fields) != 1:
+                line, col = locate(document, ("upstreams", name, "api_key")) or (0, 0)
+                problems.append(
+                    f"{path}:{line}:{col}: api_key needs exactly one of env, file, store"
+                )
+        if upstream.type == "ubiai" and upstream.kind != "managed":
+            line, col = locate(document, ("upstreams", name, "type")) or (0, 0)
+            problems.append(
+                f"{path}:{line}:{col}: a ubiai upstream is a managed API (kind: managed)"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))

@@ -1,0 +1,260 @@
+"""Build the gateway from its config and serve it: mTLS API port plus the plain ops port.
+
+``bastion serve --config FILE`` calls :func:`serve`; tests use :class:`ServerThread` to run the
+same thing on loopback sockets in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import socket
+import threading
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.app import Gateway, build_app, build_ops_app
+from gateway.config import GatewayConfig, SecretRef, UpstreamConfig
+from gateway.errors import ConfigError
+from gateway.metrics import GatewayMetrics
+from gateway.upstreams import OpenAIUpstream, UbiAIUpstream, Upstream
+from pki.asgi_tls import PeerPolicy, protocol_class
+from pki.crl import RevocationChecker
+from pki.errors import BastionError
+from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
+from pki.tls import server_context
+
+__all__ = ["ServerThread", "build_gateway", "configure_logging", "resolve_secret", "serve"]
+
+logger = logging.getLogger("bastion.server")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx2 logs every request URL at INFO; a UbiAI URL carries its token. Never let it through.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("httpcore2").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True  # Bastion writes its own access log
+
+
+def resolve_secret(ref: SecretRef, *, store: Any = None) -> Secret:
+    """Resolve ``{env: VAR}``, ``{file: PATH}`` or ``secret:NAME`` into a :class:`Secret`."""
+    try:
+        if ref.store:
+            if store is None:
+                raise ConfigError(
+                    f"api_key 'secret:{ref.store}' needs the secret store; configure 'secrets:' "
+                    "(see 'bastion secrets --help')"
+                )
+            value: Secret = store.get(ref.store)
+            return value
+        return secret_from_env_or_file(env=ref.env, file=ref.file)
+    except SecretSourceError as exc:
+        raise ConfigError(f"api_key {ref.describe()}: {exc}") from None
+
+
+def build_upstream(name: str, config: UpstreamConfig, secret_store: Any = None) -> Upstream:
+    key = resolve_secret(config.api_key, store=secret_store) if config.api_key else None
+    if config.type == "ubiai":
+        return UbiAIUpstream(name, config, key)
+    return OpenAIUpstream(name, config, key)
+
+
+def build_gateway(config: GatewayConfig, *, metrics: GatewayMetrics | None = None) -> Gateway:
+    """Everything the app needs: upstream clients, router, sanitizer, audit trail."""
+    from gateway.routing import build_request_path
+
+    secret_store = None
+    if config.secrets is not None:
+        secret_store = importlib.import_module("gateway.secrets").open_secret_store(config)
+    upstreams = {
+        name: build_upstream(name, up, secret_store) for name, up in config.upstreams.items()
+    }
+    metrics = metrics or GatewayMetrics()
+    router, sanitizer, audit = build_request_path(config, upstreams, metrics)
+    return Gateway(
+        config=config,
+        upstreams=upstreams,
+        router=router,
+        sanitizer=sanitizer,
+        audit=audit,
+        metrics=metrics,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _NoSignals(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass
+class _Servers:
+    main: uvicorn.Server
+    main_socket: socket.socket
+    ops: uvicorn.Server | None
+    ops_socket: socket.socket | None
+
+
+def _make_servers(gateway: Gateway, *, handle_signals: bool) -> _Servers:
+    config = gateway.config
+    tls = config.tls
+    ssl_ctx = server_context(cert=tls.cert, key=tls.key, ca=tls.ca)
+    revocation = None
+    if tls.crl is not None:
+        revocation = _checker_from_ca_file(tls.crl, tls.ca)
+    policy = PeerPolicy(
+        trust_domain=tls.trust_domain,
+        revocation=revocation,
+        on_refused=lambda reason: gateway.metrics.tls_refused.labels(reason).inc(),
+    )
+    main_sock = _bind(config.server.host, config.server.port)
+    main_config = uvicorn.Config(
+        build_app(gateway),
+        http=protocol_class(policy),
+        ssl_context_factory=lambda _config, _default: ssl_ctx,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+    )
+    server_cls = uvicorn.Server if handle_signals else _NoSignals
+    main = server_cls(main_config)
+    ops = ops_sock = None
+    if config.server.ops_port is not None:
+        ops_sock = _bind(config.server.ops_host, config.server.ops_port)
+        ops = _NoSignals(
+            uvicorn.Config(
+                build_ops_app(gateway), lifespan="off", access_log=False, log_config=None
+            )
+        )
+    return _Servers(main, main_sock, ops, ops_sock)
+
+
+def _checker_from_ca_file(crl: Path, ca: Path) -> RevocationChecker:
+    from cryptography import x509
+
+    try:
+        certificate = x509.load_pem_x509_certificate(ca.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"tls.ca {ca} cannot be read as a PEM certificate ({type(exc).__name__})"
+        ) from None
+    return RevocationChecker(crl, certificate)
+
+
+async def _run(
+    servers: _Servers, gateway: Gateway, on_started: Callable[[], None] | None = None
+) -> None:
+    ops_task = None
+    if servers.ops is not None and servers.ops_socket is not None:
+        ops_task = asyncio.create_task(servers.ops.serve(sockets=[servers.ops_socket]))
+    main_task = asyncio.create_task(servers.main.serve(sockets=[servers.main_socket]))
+    if on_started is not None:
+        while not servers.main.started and not main_task.done():
+            await asyncio.sleep(0.01)
+        on_started()
+    try:
+        await main_task
+    finally:
+        if servers.ops is not None and ops_task is not None:
+            servers.ops.should_exit = True
+            await ops_task
+        await gateway.aclose()
+
+
+def serve(config: GatewayConfig) -> int:
+    """Run until SIGINT/SIGTERM. Returns the exit status."""
+    configure_logging(config.server.log_level)
+    try:
+        gateway = build_gateway(config)
+        servers = _make_servers(gateway, handle_signals=True)
+    except BastionError:
+        raise
+    addr = f"https://{config.server.host}:{servers.main_socket.getsockname()[1]}"
+    logger.info("bastion gateway listening on %s (mTLS)", addr)
+    if servers.ops_socket is not None:
+        host, port = servers.ops_socket.getsockname()[:2]
+        logger.info("ops endpoints (/healthz /readyz /metrics) on http://%s:%d", host, port)
+    asyncio.run(_run(servers, gateway))
+    return 0
+
+
+class ServerThread:
+    """The gateway served from a background thread on loopback (tests, dev, benchmarks)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._servers = _make_servers(gateway, handle_signals=False)
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="bastion-gateway", daemon=True)
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self._servers.main_socket.getsockname()[1]
+        return port
+
+    @property
+    def ops_port(self) -> int | None:
+        if self._servers.ops_socket is None:
+            return None
+        port: int = self._servers.ops_socket.getsockname()[1]
+        return port
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(_run(self._servers, self.gateway, self._started.set))
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread, re-raised there
+            self._error = exc
+            self._started.set()
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError("gateway did not start in time")
+        if self._error is not None:
+            raise RuntimeError("gateway failed to start") from self._error
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._servers.main.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def upstream_secrets_summary(upstreams: Mapping[str, UpstreamConfig]) -> list[str]:
+    """For ``bastion serve --check``: where each upstream's key comes from (never the key)."""
+    return [
+        f"{name}: {up.api_key.describe() if up.api_key else 'no key'}"
+        for name, up in upstreams.items()
+    ]

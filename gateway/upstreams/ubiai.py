@@ -1,0 +1,175 @@
+"""UbiAI-style managed upstreams: the token travels in the URL.
+
+Wire shape: ``POST <endpoint URL><token>`` with a JSON body ``input_text``, ``system_prompt``,
+``user_prompt``, ``temperature``, ``monitor_model``, ``knowledge_base_ids``, ``session_id``; the
+answer's text is read from ``response_field`` (default ``output``). Chat messages map in as:
+system/developer messages → ``system_prompt``; the last user message → ``user_prompt``; earlier
+turns → ``input_text`` as a role-tagged transcript. The answer maps back into an OpenAI
+``chat.completion`` (and, for ``stream: true``, a synthesized SSE stream).
+
+Because the URL holds the token, it is built only at the moment of the call, never stored in an
+attribute that could reach a repr, and no error message includes it (``map_transport_errors``
+reports exception types only; the ``httpx2`` logger is kept at WARNING by the server).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+
+from gateway.config import UpstreamConfig
+from gateway.errors import InvalidRequest, UpstreamError
+from gateway.upstreams.base import CircuitBreaker, Endpoint, UpstreamReply, map_transport_errors
+from gateway.upstreams.openai import build_ssl_context
+from pki.secret import Secret
+
+__all__ = ["UbiAIUpstream", "chat_to_ubiai"]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def chat_to_ubiai(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
+    system = [_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    last_user = max((i for i, m in enumerate(turns) if m.get("role") == "user"), default=None)
+    user_prompt = _text(turns[last_user].get("content")) if last_user is not None else ""
+    history = [
+        f"{m.get('role')}: {_text(m.get('content'))}" for i, m in enumerate(turns) if i != last_user
+    ]
+    return {
+        "input_text": "\n".join(history),
+        "system_prompt": "\n".join(system),
+        "user_prompt": user_prompt,
+        "temperature": body.get("temperature", 0.7),
+        "monitor_model": bool(options.get("monitor_model", False)),
+        "knowledge_base_ids": list(options.get("knowledge_base_ids", [])),
+        "session_id": str(options.get("session_id") or uuid.uuid4()),
+    }
+
+
+class _SyntheticStream:
+    """SSE events for a stream request, made from one complete UbiAI answer."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        self._reply = reply
+
+    async def events(self) -> AsyncIterator[str]:
+        base = {k: self._reply[k] for k in ("id", "created", "model")}
+        text = self._reply["choices"][0]["message"]["content"]
+        first = {
+            **base,
+            "object": "chat.completion.chunk",
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}
+            ],
+        }
+        yield json.dumps(first)
+        last = {
+            **base,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
+        yield json.dumps(last)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class UbiAIUpstream:
+    def __init__(self, name: str, config: UpstreamConfig, token: Secret | None) -> None:
+        if token is None:
+            raise UpstreamError(f"ubiai upstream '{name}' needs api_key (the URL token)")
+        self.name = name
+        self.kind: str = config.kind
+        self._config = config
+        self._token = token
+        self._endpoint = config.urls()[0]
+        self._response_field = str(config.ubiai.get("response_field", "output"))
+        self._client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(
+                connect=config.timeout.connect,
+                read=config.timeout.read,
+                write=config.timeout.write,
+                pool=config.timeout.pool,
+            ),
+            limits=httpx2.Limits(max_connections=config.max_connections),
+            verify=build_ssl_context(config),
+        )
+        self._breaker = CircuitBreaker(
+            name,
+            threshold=config.circuit.failure_threshold,
+            reset_after=config.circuit.reset_after_s,
+        )
+
+    def upstream_model(self, alias: str) -> str:
+        return self._config.model_map.get(alias, alias)
+
+    def circuit_state(self) -> str:
+        return self._breaker.state.value
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply:
+        self._breaker.before_call()
+        payload = chat_to_ubiai(body, dict(self._config.ubiai))
+        with map_transport_errors(self.name, self._breaker):
+            response = await self._client.post(self._endpoint + self._token.reveal(), json=payload)
+            data = response.json()
+        if response.status_code >= 500:
+            self._breaker.failure()
+            raise UpstreamError(f"upstream '{self.name}' answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            self._breaker.success()
+            raise InvalidRequest(
+                f"upstream '{self.name}' refused the request (HTTP {response.status_code})"
+            )
+        text = data.get(self._response_field) if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            self._breaker.failure()
+            raise UpstreamError(
+                f"upstream '{self.name}' answer has no string field '{self._response_field}'"
+            )
+        self._breaker.success()
+        created = int(time.time())
+        if endpoint is Endpoint.COMPLETIONS:
+            out = {
+                "id": f"cmpl-{uuid.uuid4().hex}",
+                "object": "text_completion",
+                "created": created,
+                "model": body.get("model", ""),
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+            }
+        else:
+            out = {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": created,
+                "model": body.get("model", ""),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        return UpstreamReply(200, out)
+
+    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> _SyntheticStream:
+        if endpoint is Endpoint.COMPLETIONS:
+            raise InvalidRequest("streaming legacy completions is not supported on a UbiAI route")
+        reply = await self.complete(Endpoint.CHAT, body)
+        return _SyntheticStream(reply.body)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
