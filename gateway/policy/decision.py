@@ -50,3 +50,6 @@ class Decision:
     operations: Mapping[str, Operation] = field(default_factory=lambda: MappingProxyType({}))
     message: str | None = None  # deny message shown to the caller
     fallback_route: str | None = None  # on-prem route to use if the managed one fails
+    # Added by the policy engine: why the decision failed closed (rule ids, routes and entity
+    # types only, never request text); None for an ordinary decision.
+    reason: str | None = None

@@ -165,7 +165,9 @@ def test_unacceptable_identity_is_refused(
     assert expected in error["message"]
 
 
-def test_the_ca_certificate_itself_is_refused_as_client(gateway: RunningGateway, test_pki: TestPKI) -> None:
+def test_the_ca_certificate_itself_is_refused_as_client(
+    gateway: RunningGateway, test_pki: TestPKI
+) -> None:
     """Presenting the CA's own certificate and key as a client identity is refused."""
     from cryptography.hazmat.primitives import serialization
 
@@ -175,7 +177,9 @@ def test_the_ca_certificate_itself_is_refused_as_client(gateway: RunningGateway,
     key_path = test_pki.directory / "ca-plain.key"
     key_path.write_bytes(
         signer._key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     pair = CertPair(test_pki.ca_cert, key_path)
@@ -188,7 +192,9 @@ def test_the_ca_certificate_itself_is_refused_as_client(gateway: RunningGateway,
     assert "CA certificate" in response.json()["error"]["message"]
 
 
-@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")  # on purpose: an old client
+@pytest.mark.filterwarnings(
+    "ignore:ssl.TLSVersion.TLSv1:DeprecationWarning"
+)  # on purpose: an old client
 def test_tls_11_is_refused(gateway: RunningGateway, billing: CertPair) -> None:
     """A client limited to TLS 1.1 cannot complete a handshake."""
     context = gateway.ssl_context(billing)
