@@ -45,7 +45,6 @@ from gateway.pipeline import (
     Restorer,
     RoutedRequest,
     Router,
-    Sanitizer,
     identify,
     parse_request,
     read_json_body,
@@ -70,16 +69,26 @@ class Gateway:
     upstreams: Mapping[str, Upstream]
     router: Router
     audit: AuditSink
-    sanitizer: Sanitizer | None = None
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     ready: bool = True
+    policy_store: Any = None  # gateway.policy.PolicyStore when a policy is configured
 
     def __post_init__(self) -> None:
         self.authorizer = Authorizer(self.config.authorization, self.config.models)
 
+    def start(self) -> None:
+        if self.policy_store is not None:
+            self.policy_store.start()
+
     async def aclose(self) -> None:
+        if self.policy_store is not None:
+            self.policy_store.stop()
+        close_router = getattr(self.router, "close", None)
+        if close_router is not None:
+            close_router()
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        await self.audit.close()
 
 
 class _Timer:
@@ -148,28 +157,79 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
     outgoing: dict[str, Any] = dict(body)
     restorer: Restorer = NullRestorer()
     if upstream.kind == "managed":
-        if gateway.sanitizer is None:
-            # Fail closed: without a sanitizer, nothing goes to a managed API.
-            raise ServiceUnavailable("no sanitizer is configured; managed routes are disabled")
-        with _Timer(gateway, "sanitize"):
-            outgoing, restorer = await gateway.sanitizer.sanitize(ctx, routed)
+        # Fail closed: a managed upstream only ever receives a body the router sanitized.
+        if routed.outgoing is None or routed.restorer is None:
+            raise ServiceUnavailable("managed route without a sanitized body; refusing to forward")
+        outgoing, restorer = dict(routed.outgoing), routed.restorer
     outgoing["model"] = upstream.upstream_model(parsed.model)
     try:
-        if parsed.stream:
-            return await _forward_stream(
-                gateway, ctx, upstream, endpoint, outgoing, restorer, decision_id, headers
+        return await _forward(
+            gateway, ctx, upstream, endpoint, outgoing, restorer, decision_id, headers
+        )
+    except (UpstreamError, ServiceUnavailable) as exc:
+        # A managed failure may fall back on-prem when the rule allows; the on-prem body is the
+        # original (the worker is inside the perimeter). An on-prem failure never falls back.
+        fallback = routed.fallback_upstream
+        if upstream.kind != "managed" or fallback is None or fallback not in gateway.upstreams:
+            gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
+            await _record_outcome(
+                gateway, ctx, decision_id, exc.status_code, upstream.name, None, type(exc).__name__
             )
-        with _Timer(gateway, "forward"):
-            reply = await upstream.complete(endpoint, outgoing)
-        with _Timer(gateway, "restore"):
-            answer = restorer.restore_body(reply.body)
+            return error_response(exc, headers)
+        gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
+        logger.warning(
+            "managed upstream %s failed (%s): falling back on-prem to %s",
+            upstream.name,
+            type(exc).__name__,
+            fallback,
+        )
+        onprem = gateway.upstreams[fallback]
+        if onprem.kind != "onprem":
+            raise ServiceUnavailable("fallback route is not on-prem; refusing") from None
+        outgoing = dict(body)
+        outgoing["model"] = onprem.upstream_model(parsed.model)
+        headers = {
+            **headers,
+            "x-bastion-route": f"{headers['x-bastion-route']}->fallback:{fallback}",
+        }
+        try:
+            return await _forward(
+                gateway, ctx, onprem, endpoint, outgoing, NullRestorer(), decision_id, headers
+            )
+        except GatewayError as exc2:
+            gateway.metrics.upstream_errors.labels(onprem.name, type(exc2).__name__).inc()
+            await _record_outcome(
+                gateway, ctx, decision_id, exc2.status_code, onprem.name, None, type(exc2).__name__
+            )
+            return error_response(exc2, headers)
     except GatewayError as exc:
         gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
         await _record_outcome(
             gateway, ctx, decision_id, exc.status_code, upstream.name, None, type(exc).__name__
         )
         return error_response(exc, headers)
-    answer["model"] = parsed.model
+
+
+async def _forward(
+    gateway: Gateway,
+    ctx: RequestContext,
+    upstream: Upstream,
+    endpoint: Endpoint,
+    outgoing: dict[str, Any],
+    restorer: Restorer,
+    decision_id: str,
+    headers: dict[str, str],
+) -> Response:
+    """Send to one upstream; upstream errors propagate (before any byte reached the caller)."""
+    if ctx.stream:
+        return await _forward_stream(
+            gateway, ctx, upstream, endpoint, outgoing, restorer, decision_id, headers
+        )
+    with _Timer(gateway, "forward"):
+        reply = await upstream.complete(endpoint, outgoing)
+    with _Timer(gateway, "restore"):
+        answer = restorer.restore_body(reply.body)
+    answer["model"] = ctx.model
     await _record_outcome(gateway, ctx, decision_id, 200, upstream.name, _usage(answer), None)
     return JSONResponse(answer, headers=headers)
 

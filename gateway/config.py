@@ -30,6 +30,7 @@ __all__ = [
     "ModelConfig",
     "SecretRef",
     "ServerConfig",
+    "SigningConfig",
     "TLSConfig",
     "TimeoutConfig",
     "UpstreamConfig",
@@ -156,6 +157,14 @@ class PolicyRef(_Frozen):
     reload_interval_s: Annotated[float, Field(gt=0)] = 1.0
 
 
+class SigningConfig(_Frozen):
+    """The key that signs audit checkpoints: an Ed25519 file key (development) or the HSM's."""
+
+    key_file: Path | None = None  # created on first start if missing (0600)
+    hsm: bool = False  # use the signing key in the HSM configured under ``hsm:``
+    key_id: str = "bastion-audit"
+
+
 class GatewayConfig(_Frozen):
     server: ServerConfig = ServerConfig()
     tls: TLSConfig
@@ -165,6 +174,7 @@ class GatewayConfig(_Frozen):
     authorization: list[AuthorizationRule]
     policy: PolicyRef | None = None
     audit: Mapping[str, Any] | None = None  # validated by gateway.audit
+    signing: SigningConfig = SigningConfig()
     hsm: Mapping[str, Any] | None = None  # validated by pki.hsm
     secrets: Mapping[str, Any] | None = None  # secret store location, validated by gateway.secrets
 
@@ -273,6 +283,26 @@ def _coerce_secret_refs(node: Any) -> Any:
     return node
 
 
+_PATH_KEYS = ("path", "dir", "file", "module")
+
+
+def _resolve_section_paths(node: Any, base: Path) -> Any:
+    """Sections validated by other packages (audit, hsm, secrets) get their relative paths
+    resolved here too: keys named ``path``, ``*_file``, ``*_dir``, ``module``."""
+    if not isinstance(node, Mapping):
+        return node
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, str) and (
+            key in _PATH_KEYS or key.endswith(("_file", "_dir", "_path"))
+        ):
+            candidate = Path(value)
+            out[key] = str(candidate if candidate.is_absolute() else (base / candidate).resolve())
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: Path) -> GatewayConfig:
     """Load and validate the gateway config; raise :class:`ConfigError` listing every problem."""
     document = load_yaml_document(path)
@@ -282,6 +312,9 @@ def load_config(path: Path) -> GatewayConfig:
         )
     try:
         plain = _coerce_secret_refs(document)
+        for section in ("audit", "hsm", "secrets"):
+            if section in plain:
+                plain[section] = _resolve_section_paths(plain[section], path.resolve().parent)
         config = GatewayConfig.model_validate(plain)
     except ValidationError as exc:
         raise ConfigError("\n".join(validation_messages(path, document, exc))) from None

@@ -45,7 +45,6 @@ __all__ = [
     "Restorer",
     "RoutedRequest",
     "Router",
-    "Sanitizer",
     "identify",
     "read_json_body",
 ]
@@ -73,6 +72,9 @@ class RoutedRequest:
     decision: Decision
     findings: tuple[Finding, ...] = ()
     upstream: str | None = None  # the upstream name the route resolves to
+    fallback_upstream: str | None = None  # on-prem upstream if a managed one fails
+    outgoing: dict[str, Any] | None = field(default=None, repr=False)  # sanitized body (managed)
+    restorer: Restorer | None = None  # restores pseudonyms in the answer (managed)
 
 
 class Router(Protocol):
@@ -91,12 +93,6 @@ class Restorer(Protocol):
         ...
 
 
-class Sanitizer(Protocol):
-    async def sanitize(
-        self, ctx: RequestContext, routed: RoutedRequest
-    ) -> tuple[dict[str, Any], Restorer]: ...
-
-
 class AuditSink(Protocol):
     async def append_decision(self, ctx: RequestContext, routed: RoutedRequest) -> str:
         """Durably record the decision; return the record id. Raise ServiceUnavailable if not."""
@@ -112,6 +108,10 @@ class AuditSink(Protocol):
         usage: Mapping[str, Any] | None,
         error_class: str | None,
     ) -> None: ...
+
+    async def close(self) -> None:
+        """Flush and sign (the trail writes a checkpoint on close)."""
+        ...
 
 
 class NullRestorer:

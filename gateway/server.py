@@ -23,11 +23,13 @@ from gateway.app import Gateway, build_app, build_ops_app
 from gateway.config import GatewayConfig, SecretRef, UpstreamConfig
 from gateway.errors import ConfigError
 from gateway.metrics import GatewayMetrics
+from gateway.pipeline import AuditSink
 from gateway.upstreams import OpenAIUpstream, UbiAIUpstream, Upstream
 from pki.asgi_tls import PeerPolicy, protocol_class
 from pki.crl import RevocationChecker
 from pki.errors import BastionError
 from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
+from pki.signing import FileSigner, Signer
 from pki.tls import server_context
 
 __all__ = ["ServerThread", "build_gateway", "configure_logging", "resolve_secret", "serve"]
@@ -70,8 +72,9 @@ def build_upstream(name: str, config: UpstreamConfig, secret_store: Any = None) 
 
 
 def build_gateway(config: GatewayConfig, *, metrics: GatewayMetrics | None = None) -> Gateway:
-    """Everything the app needs: upstream clients, router, sanitizer, audit trail."""
-    from gateway.routing import build_request_path
+    """Everything the app needs: upstream clients, router (policy + detection), audit trail."""
+    from gateway.auditing import LogOnlyAudit, TrailAudit
+    from gateway.routing import build_router, derive_key
 
     secret_store = None
     if config.secrets is not None:
@@ -80,15 +83,48 @@ def build_gateway(config: GatewayConfig, *, metrics: GatewayMetrics | None = Non
         name: build_upstream(name, up, secret_store) for name, up in config.upstreams.items()
     }
     metrics = metrics or GatewayMetrics()
-    router, sanitizer, audit = build_request_path(config, upstreams, metrics)
-    return Gateway(
-        config=config,
-        upstreams=upstreams,
-        router=router,
-        sanitizer=sanitizer,
-        audit=audit,
-        metrics=metrics,
+    audit: AuditSink
+    digest_key = None
+    if config.audit is not None:
+        from gateway.audit import AuditConfig, load_digest_key, open_audit_trail
+
+        audit_config = AuditConfig.model_validate(dict(config.audit))
+        digest_key = load_digest_key(audit_config)
+        trail = open_audit_trail(audit_config, _signer(config))
+        audit = TrailAudit(trail, derive_key(digest_key, "audit-text-digest"), metrics)
+    else:
+        logger.warning(
+            "no 'audit:' section: decisions are logged, not kept in a tamper-evident trail"
+        )
+        audit = LogOnlyAudit()
+    hash_key = derive_key(digest_key, "sanitize-hash") if digest_key is not None else None
+    router, policy_store = build_router(config, upstreams, metrics, hash_key=hash_key)
+    gateway = Gateway(
+        config=config, upstreams=upstreams, router=router, audit=audit, metrics=metrics
     )
+    gateway.policy_store = policy_store
+    return gateway
+
+
+def _signer(config: GatewayConfig) -> Signer:
+    signing = config.signing
+    if signing.hsm:
+        from pki.hsm import HsmSession, HsmSettings, HsmSigner
+
+        if config.hsm is None:
+            raise ConfigError("signing.hsm is true but there is no 'hsm:' section")
+        session = HsmSession(HsmSettings.model_validate(dict(config.hsm)).resolve())
+        signer: Signer = HsmSigner(session)
+        return signer
+    if signing.key_file is None:
+        raise ConfigError(
+            "the audit trail needs a checkpoint signing key: set signing.key_file (created if "
+            "missing) or signing.hsm: true"
+        )
+    if not signing.key_file.exists():
+        logger.warning("creating audit signing key %s", signing.key_file)
+        return FileSigner.generate(signing.key_file, key_id=signing.key_id)
+    return FileSigner.load(signing.key_file, key_id=signing.key_id)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -173,6 +209,7 @@ def _checker_from_ca_file(crl: Path, ca: Path) -> RevocationChecker:
 async def _run(
     servers: _Servers, gateway: Gateway, on_started: Callable[[], None] | None = None
 ) -> None:
+    gateway.start()
     ops_task = None
     if servers.ops is not None and servers.ops_socket is not None:
         ops_task = asyncio.create_task(servers.ops.serve(sockets=[servers.ops_socket]))
@@ -203,6 +240,8 @@ def serve(config: GatewayConfig) -> int:
     if servers.ops_socket is not None:
         host, port = servers.ops_socket.getsockname()[:2]
         logger.info("ops endpoints (/healthz /readyz /metrics) on http://%s:%d", host, port)
+    if gateway.policy_store is not None:
+        gateway.policy_store.install_sighup()  # `kill -HUP` reloads the policy now
     asyncio.run(_run(servers, gateway))
     return 0
 

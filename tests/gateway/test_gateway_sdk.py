@@ -45,11 +45,8 @@ def test_sdk_streams(gateway: RunningGateway, billing: CertPair) -> None:
 def test_sdk_raises_typed_errors(gateway: RunningGateway, billing: CertPair) -> None:
     """Bastion's OpenAI-shaped errors surface as the SDK's typed exceptions."""
     client = _sdk(gateway, billing)
-    try:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
         client.chat.completions.create(
             model="restricted", messages=[{"role": "user", "content": "x"}]
         )
-    except openai.PermissionDeniedError as exc:
-        assert exc.status_code == 403
-    else:
-        raise AssertionError("expected PermissionDeniedError")
+    assert caught.value.status_code == 403

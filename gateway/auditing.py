@@ -1,0 +1,124 @@
+"""The request path's audit step: decision and outcome records into ``gateway.audit``.
+
+Texts enter the trail only as keyed digests (HMAC under a sub-key of the operator's digest key),
+never as text. A decision record that cannot be made durable refuses the request with 503 and
+nothing is forwarded; the trail's writer retries on the next request, so service resumes by
+itself when the store is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.audit import (
+    AuditError,
+    AuditTrail,
+    AuditUnavailable,
+    DecisionRecord,
+    OutcomeRecord,
+    text_digest,
+)
+from gateway.detect import extract_texts
+from gateway.errors import ServiceUnavailable
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import RequestContext, RoutedRequest
+from pki.secret import Secret
+
+__all__ = ["LogOnlyAudit", "TrailAudit"]
+
+logger = logging.getLogger("bastion.audit")
+
+
+class TrailAudit:
+    def __init__(self, trail: AuditTrail, digest_key: Secret, metrics: GatewayMetrics) -> None:
+        self._trail = trail
+        self._key = digest_key
+        self._metrics = metrics
+
+    async def append_decision(self, ctx: RequestContext, routed: RoutedRequest) -> str:
+        decision = routed.decision
+        record = DecisionRecord(
+            identity=ctx.identity.spiffe_id,
+            client_addr=ctx.client_addr,
+            endpoint="/v1/" + ctx.endpoint.value,
+            model=ctx.model,
+            request_id=ctx.request_id,
+            entities=dict(Counter(f.entity_type for f in routed.findings)),
+            rule_id=decision.rule_id,
+            action=decision.action.value,
+            route=decision.route,
+            policy_version=decision.policy_version,
+            operations={k: v.value for k, v in decision.operations.items()},
+            upstream=routed.upstream,
+            text_digests=tuple(text_digest(self._key, ref.text) for ref in extract_texts(ctx.body)),
+        )
+        try:
+            return await self._trail.append_decision(record)
+        except AuditError as exc:
+            self._metrics.audit_failures.inc()
+            logger.error(
+                "audit decision record not durable (%s): request refused", type(exc).__name__
+            )
+            raise ServiceUnavailable(
+                "the audit trail cannot record this request, so it is refused; retry shortly",
+                code="audit_unavailable",
+                retry_after=2.0,
+            ) from None
+
+    async def append_outcome(
+        self,
+        decision_id: str,
+        *,
+        status: int,
+        latency_ms: float,
+        upstream: str | None,
+        usage: Mapping[str, Any] | None,
+        error_class: str | None,
+    ) -> None:
+        def tokens(name: str) -> int | None:
+            value = usage.get(name) if usage else None
+            return value if isinstance(value, int) else None
+
+        record = OutcomeRecord(
+            decision_id=decision_id,
+            status=status,
+            latency_ms=latency_ms,
+            upstream=upstream,
+            prompt_tokens=tokens("prompt_tokens"),
+            completion_tokens=tokens("completion_tokens"),
+            error_class=error_class,
+        )
+        try:
+            await self._trail.append_outcome(record)
+        except (AuditUnavailable, AuditError) as exc:
+            raise ServiceUnavailable(f"audit outcome not recorded ({type(exc).__name__})") from None
+
+    async def close(self) -> None:
+        await self._trail.close()
+
+
+class LogOnlyAudit:
+    """Decision ids and a log line, no durable trail: only when ``audit:`` is absent
+    (development without a trail). The server warns at startup when this is in use."""
+
+    async def append_decision(self, ctx: RequestContext, routed: RoutedRequest) -> str:
+        decision_id = uuid.uuid4().hex
+        logger.info(
+            "decision id=%s identity=%s model=%s rule=%s route=%s",
+            decision_id,
+            ctx.identity.spiffe_id,
+            ctx.model,
+            routed.decision.rule_id,
+            routed.decision.route,
+        )
+        return decision_id
+
+    async def append_outcome(self, decision_id: str, **fields: Any) -> None:
+        logger.info("outcome id=%s status=%s", decision_id, fields.get("status"))
+
+    async def close(self) -> None:
+        return None
