@@ -1,0 +1,88 @@
+"""``AuditConfig``: the ``audit:`` section of the gateway config, validated once and frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.audit._errors import AuditConfigError
+from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
+
+__all__ = ["AuditConfig", "load_digest_key"]
+
+
+class AuditConfig(BaseModel):
+    """Where the trail lives and how it commits and signs.
+
+    ``max_batch`` and ``max_wait_ms`` bound group commit: the single writer takes every record
+    waiting (at most ``max_batch``) into one transaction and one fsync; with ``max_wait_ms`` > 0
+    it also waits that long for more before committing (more throughput, more latency).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: Path | None = None  # sqlite file
+    dsn: Secret | None = None  # postgres conninfo; may hold a password, hence a Secret
+    origin: str = Field(default="bastion.local/audit", min_length=1, max_length=200)
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    max_batch: int = Field(default=512, ge=1, le=10_000)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=1_000)
+    lock_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    max_record_bytes: int = Field(default=65_536, ge=1_024, le=16 * 1024 * 1024)
+    digest_key_file: Path | None = None
+    digest_key_env: str | None = None
+    capture_payloads: bool = False
+
+    @field_validator("dsn", mode="before")
+    @classmethod
+    def _wrap_dsn(cls, value: object) -> object:
+        return Secret(value) if isinstance(value, str) else value
+
+    @field_validator("origin")
+    @classmethod
+    def _check_origin(cls, value: str) -> str:
+        # C2SP signed-note key names: no spaces, no '+', printable.
+        if any(c.isspace() or c == "+" or ord(c) < 0x20 for c in value):
+            raise ValueError(
+                f"origin {value!r} may not contain spaces, '+' or control characters "
+                "(it is the signed-note key name); use e.g. 'bastion.example/audit'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> AuditConfig:
+        if self.backend == "sqlite" and self.path is None:
+            raise ValueError("audit.backend is 'sqlite' but audit.path is not set: name the file")
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("audit.backend is 'postgres' but audit.dsn is not set: give a DSN")
+        if self.capture_payloads:
+            # Fail closed: capture needs envelope encryption under an HSM-wrapped data key,
+            # which lands with the HSM issue. Until then, refuse rather than store plaintext.
+            raise ValueError(
+                "audit.capture_payloads is true, but payload capture needs HSM envelope "
+                "encryption, which this build does not have yet; set it to false"
+            )
+        return self
+
+
+def load_digest_key(config: AuditConfig) -> Secret:
+    """The HMAC key for :func:`gateway.audit.text_digest`, from ``digest_key_file`` (preferred)
+    or ``digest_key_env``."""
+    if config.digest_key_file is None and config.digest_key_env is None:
+        raise AuditConfigError(
+            "no audit digest key: set audit.digest_key_file (or audit.digest_key_env) to a "
+            "random secret of at least 32 characters"
+        )
+    try:
+        key = secret_from_env_or_file(env=config.digest_key_env, file=config.digest_key_file)
+    except SecretSourceError as exc:
+        raise AuditConfigError(f"audit digest key: {exc}") from None
+    if len(key.reveal()) < 32:
+        raise AuditConfigError(
+            "the audit digest key is shorter than 32 characters: a short key makes text "
+            "digests guessable; generate one with `openssl rand -hex 32`"
+        )
+    return key

@@ -1,0 +1,258 @@
+"""``bastion audit verify`` against a real SQLite trail tampered with in every way the issue
+lists: each case must fail and name the right record (or checkpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditConfig, open_audit_trail
+from gateway.audit._chain import link
+from gateway.audit._checkpoint import sign_checkpoint
+from gateway.audit._records import envelope
+from gateway.cli import main
+from pki.signing import FileSigner
+from tests.audit.helpers import sample_decision
+
+
+@dataclass(frozen=True)
+class Built:
+    db: Path  # 20 records; checkpoints at 5, 10, 15 and (close) 20
+    at10: Path  # a copy taken when the trail held 10 records
+    pubkey: Path
+    pinned: Path  # the checkpoint at size 20, saved by an "auditor"
+    key: Path
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A consistent copy of a live SQLite file (its WAL included)."""
+    with closing(sqlite3.connect(src)) as a, closing(sqlite3.connect(dst)) as b:
+        a.backup(b)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    base = tmp_path_factory.mktemp("tamper")
+    signer = FileSigner.generate(base / "audit.pem", key_id="audit")
+    db = base / "trail.db"
+
+    async def write() -> None:
+        trail = open_audit_trail(AuditConfig(path=db, checkpoint_interval_s=3600), signer)
+        for i in range(1, 21):
+            await trail.append_decision(sample_decision(i))
+            if i in (5, 10, 15):
+                await trail.checkpoint()
+            if i == 10:
+                _copy(db, base / "at10.db")
+        await trail.close()
+
+    asyncio.run(write())
+    (base / "pub.pem").write_bytes(signer.public_key_pem())
+    with closing(sqlite3.connect(db)) as conn:
+        (note,) = conn.execute("SELECT note FROM audit_checkpoints WHERE size = 20").fetchone()
+    (base / "pinned.txt").write_text(note, encoding="utf-8")
+    return Built(db, base / "at10.db", base / "pub.pem", base / "pinned.txt", base / "audit.pem")
+
+
+# -- tampering, as someone with write access to the database file would do it -----------------
+
+
+def _body(conn: sqlite3.Connection, seq: int) -> bytes:
+    return bytes(conn.execute("SELECT body FROM audit_records WHERE seq = ?", (seq,)).fetchone()[0])
+
+
+def _rechain(conn: sqlite3.Connection, start: int) -> None:
+    (prev,) = conn.execute("SELECT hash FROM audit_records WHERE seq = ?", (start - 1,)).fetchone()
+    for seq, body in conn.execute(
+        "SELECT seq, body FROM audit_records WHERE seq >= ? ORDER BY seq", (start,)
+    ).fetchall():
+        prev = link(prev, body)
+        conn.execute("UPDATE audit_records SET hash = ? WHERE seq = ?", (prev, seq))
+    conn.execute(
+        "UPDATE audit_head SET seq = (SELECT max(seq) FROM audit_records), hash = ? WHERE id = 1",
+        (prev,),
+    )
+
+
+def change_field(conn: sqlite3.Connection, b: Built) -> None:
+    body = _body(conn, 5).replace(b'"action":"onprem"', b'"action":"managed"')
+    conn.execute("UPDATE audit_records SET body = ? WHERE seq = 5", (body,))
+
+
+def delete_record(conn: sqlite3.Connection, b: Built) -> None:
+    conn.execute("DELETE FROM audit_records WHERE seq = 8")
+
+
+def swap_records(conn: sqlite3.Connection, b: Built) -> None:
+    rows = conn.execute(
+        "SELECT seq, id, kind, time, body, hash FROM audit_records WHERE seq IN (12, 13)"
+    ).fetchall()
+    conn.execute("DELETE FROM audit_records WHERE seq IN (12, 13)")
+    for (seq, *_), (_, *rest) in zip(rows, reversed(rows), strict=True):
+        conn.execute("INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?)", (seq, *rest))
+
+
+def insert_record(conn: sqlite3.Connection, b: Built) -> None:
+    conn.execute("UPDATE audit_records SET seq = -(seq + 1) WHERE seq > 5")
+    conn.execute("UPDATE audit_records SET seq = -seq WHERE seq < 0")
+    (prev, time) = conn.execute("SELECT hash, time FROM audit_records WHERE seq = 5").fetchone()
+    data = b'{"forged":true}'
+    body = envelope(data, record_id="dec_" + "0" * 24, kind="decision", seq=6, time=time)
+    conn.execute(
+        "INSERT INTO audit_records VALUES (6, ?, 'decision', ?, ?, ?)",
+        ("dec_" + "0" * 24, time, body, link(prev, body)),
+    )
+
+
+def append_after_the_fact(conn: sqlite3.Connection, b: Built) -> None:
+    (prev, time) = conn.execute("SELECT hash, time FROM audit_records WHERE seq = 20").fetchone()
+    body = envelope(
+        b'{"forged":true}', record_id="dec_" + "f" * 24, kind="decision", seq=21, time=time
+    )
+    conn.execute(
+        "INSERT INTO audit_records VALUES (21, ?, 'decision', ?, ?, ?)",
+        ("dec_" + "f" * 24, time, body, link(prev, body)),
+    )
+    conn.execute("UPDATE audit_head SET seq = 21, hash = ? WHERE id = 1", (link(prev, body),))
+
+
+def corrupt_signature(conn: sqlite3.Connection, b: Built) -> None:
+    (cid, note) = conn.execute("SELECT id, note FROM audit_checkpoints WHERE size = 20").fetchone()
+    text, _, sig_line = note.rstrip("\n").rpartition("\n")
+    prefix, _, blob = sig_line.rpartition(" ")
+    raw = bytearray(base64.b64decode(blob))
+    raw[10] ^= 0x01
+    note = f"{text}\n{prefix} {base64.b64encode(bytes(raw)).decode()}\n"
+    conn.execute("UPDATE audit_checkpoints SET note = ? WHERE id = ?", (note, cid))
+
+
+def remove_checkpoints(conn: sqlite3.Connection, b: Built) -> None:
+    conn.execute("DELETE FROM audit_checkpoints")
+
+
+def remove_last_checkpoint(conn: sqlite3.Connection, b: Built) -> None:
+    conn.execute("DELETE FROM audit_checkpoints WHERE size = 20")
+
+
+def truncate_tail(conn: sqlite3.Connection, b: Built) -> None:
+    conn.execute("DELETE FROM audit_records WHERE seq > 15")
+    conn.execute("DELETE FROM audit_checkpoints WHERE size > 15")
+    (prev,) = conn.execute("SELECT hash FROM audit_records WHERE seq = 15").fetchone()
+    conn.execute("UPDATE audit_head SET seq = 15, hash = ? WHERE id = 1", (prev,))
+
+
+def roll_back(conn: sqlite3.Connection, b: Built) -> None:
+    with closing(sqlite3.connect(b.at10)) as older:
+        older.backup(conn)
+
+
+def rewrite_and_rehash(conn: sqlite3.Connection, b: Built) -> None:
+    body = _body(conn, 7).replace(b'"rule_id":"pii-onprem"', b'"rule_id":"allow-all"')
+    conn.execute("UPDATE audit_records SET body = ? WHERE seq = 7", (body,))
+    _rechain(conn, 7)
+
+
+def rewrite_and_resign(conn: sqlite3.Connection, b: Built) -> None:
+    """The attacker rewrites, rehashes, and re-signs every checkpoint with a key of their own."""
+    rewrite_and_rehash(conn, b)
+    forger = FileSigner.generate(b.key.with_name(f"forger-{id(conn)}.pem"), key_id="x")
+    for cid, size in conn.execute("SELECT id, size FROM audit_checkpoints").fetchall():
+        (head,) = conn.execute("SELECT hash FROM audit_records WHERE seq = ?", (size,)).fetchone()
+        note = sign_checkpoint(
+            forger, origin="bastion.local/audit", size=size, head=head, time="t", reason="x"
+        )
+        conn.execute("UPDATE audit_checkpoints SET note = ? WHERE id = ?", (note, cid))
+
+
+def untouched(conn: sqlite3.Connection, b: Built) -> None:
+    return
+
+
+Tamper = Callable[[sqlite3.Connection, Built], None]
+
+CASES: list[tuple[Tamper, bool, int, tuple[str, ...]]] = [
+    (untouched, False, 0, ("OK", "covered through seq 20")),
+    (untouched, True, 0, ("OK",)),
+    (change_field, False, 1, ("record seq 5", "altered")),
+    (delete_record, False, 1, ("record seq 8 is missing",)),
+    (swap_records, False, 1, ("record seq 12", "its signed body is record seq 13")),
+    (insert_record, False, 1, ("record seq 6 was inserted",)),
+    (append_after_the_fact, False, 2, ("NOT YET COVERED", "first: seq 21")),
+    (corrupt_signature, False, 1, ("(size 20,", "invalid signature")),
+    (remove_checkpoints, False, 2, ("NOT YET COVERED", "first: seq 1,")),
+    (remove_last_checkpoint, False, 2, ("first: seq 16,",)),
+    (truncate_tail, True, 1, ("records 16..20 were removed",)),
+    (roll_back, True, 1, ("records 11..20 were removed",)),
+    (rewrite_and_rehash, False, 1, ("records 6..10 do not match the checkpoint",)),
+    (rewrite_and_resign, False, 1, ("signed by an unknown key",)),
+]
+IDS = [
+    "control",
+    "control-pinned",
+    "field-changed",
+    "record-deleted",
+    "records-swapped",
+    "record-inserted",
+    "appended-after-the-fact",
+    "checkpoint-signature-corrupted",
+    "checkpoints-removed",
+    "last-checkpoint-removed",
+    "tail-truncated-pinned",
+    "rolled-back-pinned",
+    "changed-and-rehashed",
+    "changed-rehashed-resigned",
+]
+
+
+@pytest.mark.parametrize(("tamper", "pin", "exit_code", "expected"), CASES, ids=IDS)
+def test_verify_names_the_tampering(
+    built: Built,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tamper: Tamper,
+    pin: bool,
+    exit_code: int,
+    expected: tuple[str, ...],
+) -> None:
+    """Each tampering makes verify exit non-zero naming the first record (or checkpoint)
+    concerned; the untouched trail verifies with exit 0."""
+    db = tmp_path / "trail.db"
+    _copy(built.db, db)
+    with closing(sqlite3.connect(db)) as conn:
+        tamper(conn, built)
+        conn.commit()
+    argv = ["audit", "verify", "--sqlite", str(db), "--pubkey", str(built.pubkey)]
+    if pin:
+        argv += ["--checkpoint", str(built.pinned)]
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert code == exit_code, out
+    for text in expected:
+        assert text in out, out
+    if exit_code == 1:
+        first = out.split("FAILED: ", 1)[1].splitlines()[0]
+        assert expected[0] in first, out
+
+
+def test_unpinned_verify_warns(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --pubkey verify still works but says the keys came from the store itself."""
+    assert main(["audit", "verify", "--sqlite", str(built.db)]) == 0
+    assert "pass --pubkey to pin them" in capsys.readouterr().out
+
+
+def test_chain_hash_is_sha256_of_prev_and_body(built: Built) -> None:
+    """The stored hash of record n is SHA-256(hash(n-1) || canonical body), as DESIGN.md says."""
+    with closing(sqlite3.connect(built.db)) as conn:
+        (h1,), (h2, b2) = (
+            conn.execute("SELECT hash FROM audit_records WHERE seq = 1").fetchone(),
+            conn.execute("SELECT hash, body FROM audit_records WHERE seq = 2").fetchone(),
+        )
+    assert h2 == hashlib.sha256(h1 + b2).digest()
