@@ -7,6 +7,7 @@ base URLs form a pool balanced by least outstanding requests, skipping URLs whos
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import httpx2
 
 from gateway.config import UpstreamConfig
-from gateway.errors import InvalidRequest, ServiceUnavailable, UpstreamError
+from gateway.errors import InvalidRequest, RateLimited, ServiceUnavailable, UpstreamError
 from gateway.upstreams.base import (
     CircuitBreaker,
     Endpoint,
@@ -41,6 +42,7 @@ class _Target:
     client: httpx2.AsyncClient
     breaker: CircuitBreaker
     in_flight: int = field(default=0)
+    busy_until: float = field(default=0.0)  # after a 429/503 with Retry-After
 
 
 class _Stream:
@@ -113,19 +115,47 @@ class OpenAIUpstream:
             headers["authorization"] = f"Bearer {self._api_key.reveal()}"
         return headers
 
-    def _pick(self) -> _Target:
-        candidates = sorted(self._targets, key=lambda t: t.in_flight)
+    def _candidates(self) -> list[_Target]:
+        """Targets by least outstanding requests, skipping busy ones and open circuits."""
+        now = time.monotonic()
+        ready = [t for t in self._targets if t.busy_until <= now]
+        if not ready:
+            wait = min(t.busy_until for t in self._targets) - now
+            raise RateLimited(
+                f"every target of upstream '{self.name}' is at capacity; retry after the indicated time",
+                code="upstream_busy",
+                retry_after=max(wait, 1.0),
+            )
+        return sorted(ready, key=lambda t: t.in_flight)
+
+    def _pick(self, tried: set[int]) -> _Target:
         last_error: ServiceUnavailable | None = None
-        for target in candidates:
+        for target in self._candidates():
+            if id(target) in tried:
+                continue
             try:
                 target.breaker.before_call()
             except ServiceUnavailable as exc:
                 last_error = exc
                 continue
+            tried.add(id(target))
             return target
-        if last_error is None:  # pragma: no cover - config guarantees at least one URL
-            raise ServiceUnavailable(f"upstream '{self.name}' has no targets")
+        if last_error is None:
+            raise ServiceUnavailable(f"no target of upstream '{self.name}' could take the request")
         raise last_error
+
+    @staticmethod
+    def _busy(target: _Target, response: httpx2.Response) -> bool:
+        """A 429 or 503 (a worker overloaded or still warming up): mark the target busy for its
+        Retry-After and let the caller try another one."""
+        if response.status_code not in (429, 503):
+            return False
+        try:
+            retry = float(response.headers.get("retry-after", "1"))
+        except ValueError:
+            retry = 1.0
+        target.busy_until = time.monotonic() + min(max(retry, 0.5), 60.0)
+        return True
 
     def _check_status(self, target: _Target, status: int, payload: Any) -> None:
         if status < 400:
@@ -137,12 +167,12 @@ class OpenAIUpstream:
                 target.breaker.failure()
             else:
                 target.breaker.success()
-            retry = 5.0 if status == 429 else None
-            if status == 429:
-                raise ServiceUnavailable(
-                    f"upstream '{self.name}' is rate limiting",
-                    code="upstream_rate_limited",
-                    retry_after=retry,
+            if status in (429, 503) and target.busy_until > time.monotonic():
+                # Every other target was tried (or there is none): the caller retries later.
+                raise RateLimited(
+                    f"upstream '{self.name}' is at capacity; retry after the indicated time",
+                    code="upstream_busy",
+                    retry_after=max(target.busy_until - time.monotonic(), 1.0),
                 )
             raise UpstreamError(f"upstream '{self.name}' answered HTTP {status}")
         target.breaker.success()
@@ -152,43 +182,74 @@ class OpenAIUpstream:
         raise InvalidRequest(message, code="upstream_invalid_request")
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply:
-        target = self._pick()
-        target.in_flight += 1
-        try:
-            with map_transport_errors(self.name, target.breaker):
-                response = await target.client.post(
-                    endpoint.value, json=body, headers=self._headers()
-                )
-                payload = response.json()
-            self._check_status(target, response.status_code, payload)
-            if not isinstance(payload, dict):
-                target.breaker.failure()
-                raise UpstreamError(f"upstream '{self.name}' answered with a non-object JSON body")
-            return UpstreamReply(response.status_code, payload)
-        finally:
-            target.in_flight -= 1
+        tried: set[int] = set()
+        while True:
+            target = self._pick(tried)
+            target.in_flight += 1
+            try:
+                try:
+                    response = await target.client.post(
+                        endpoint.value, json=body, headers=self._headers()
+                    )
+                except httpx2.ConnectError:
+                    # Nothing was sent: another target may take it (a worker that is down).
+                    target.breaker.failure()
+                    if len(tried) < len(self._targets):
+                        continue
+                    raise
+                if self._busy(target, response) and len(tried) < len(self._targets):
+                    continue
+                with map_transport_errors(self.name, target.breaker):
+                    payload = response.json()
+                self._check_status(target, response.status_code, payload)
+                if not isinstance(payload, dict):
+                    target.breaker.failure()
+                    raise UpstreamError(
+                        f"upstream '{self.name}' answered with a non-object JSON body"
+                    )
+                return UpstreamReply(response.status_code, payload)
+            except httpx2.HTTPError as exc:
+                with map_transport_errors(self.name, target.breaker):
+                    raise exc from None
+            finally:
+                target.in_flight -= 1
 
     async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> _Stream:
-        target = self._pick()
-        target.in_flight += 1
-        try:
-            with map_transport_errors(self.name, target.breaker):
+        tried: set[int] = set()
+        while True:
+            target = self._pick(tried)
+            target.in_flight += 1
+            try:
                 request = target.client.build_request(
                     "POST", endpoint.value, json=body, headers=self._headers()
                 )
-                response = await target.client.send(request, stream=True)
+                try:
+                    response = await target.client.send(request, stream=True)
+                except httpx2.ConnectError:
+                    target.breaker.failure()
+                    if len(tried) < len(self._targets):
+                        target.in_flight -= 1
+                        continue
+                    raise
                 if response.status_code >= 400:
                     raw = await response.aread()
                     await response.aclose()
+                    if self._busy(target, response) and len(tried) < len(self._targets):
+                        target.in_flight -= 1
+                        continue
                     try:
                         payload: Any = httpx2.Response(200, content=raw).json()
                     except ValueError:
                         payload = None
                     self._check_status(target, response.status_code, payload)
-        except BaseException:
-            target.in_flight -= 1
-            raise
-        return _Stream(self.name, target, response)
+            except httpx2.HTTPError as exc:
+                target.in_flight -= 1
+                with map_transport_errors(self.name, target.breaker):
+                    raise exc from None
+            except BaseException:
+                target.in_flight -= 1
+                raise
+            return _Stream(self.name, target, response)
 
     async def aclose(self) -> None:
         for target in self._targets:

@@ -15,6 +15,7 @@ from ruamel.yaml import YAML
 from gateway.config import load_config
 from gateway.server import ServerThread, build_gateway
 from pki.tls import client_context
+from tests.audit.helpers import assert_no_text_in_trail, assert_trail_verifies
 from tests.fixtures.pki import CertPair, TestPKI
 from tests.fixtures.upstream import RecordingUpstream
 
@@ -73,17 +74,37 @@ def gateway_config(pki: TestPKI, upstream_url: str, **sections: Any) -> dict[str
     return config
 
 
+def _texts_received(*upstreams: RecordingUpstream) -> list[str]:
+    texts: list[str] = []
+    for upstream in upstreams:
+        for received in upstream.received:
+            for message in received.body.get("messages", []):
+                content = message.get("content")
+                if isinstance(content, str) and len(content) >= 8:
+                    texts.append(content)
+    return texts
+
+
 @pytest.fixture
 def start_gateway(
-    test_pki: TestPKI, recording_upstream: RecordingUpstream, tmp_path: Path
+    test_pki: TestPKI,
+    recording_upstream: RecordingUpstream,
+    onprem_upstream: RecordingUpstream,
+    tmp_path: Path,
 ) -> Iterator[Callable[..., RunningGateway]]:
+    """Start gateways; on teardown stop them and check every audit trail they wrote: it
+    verifies (chain, signatures, covered by the close checkpoint) and holds no prompt text."""
     started: list[ServerThread] = []
+    trails: list[Path] = []
 
     def start(**sections: Any) -> RunningGateway:
         path = tmp_path / f"gateway-{len(started)}.yaml"
         with path.open("w") as handle:
             YAML().dump(gateway_config(test_pki, recording_upstream.url, **sections), handle)
-        gateway = build_gateway(load_config(path))
+        config = load_config(path)
+        if config.audit is not None and config.audit.get("path"):
+            trails.append(Path(config.audit["path"]))
+        gateway = build_gateway(config)
         server = ServerThread(gateway).start()
         started.append(server)
         return RunningGateway(server, test_pki, path)
@@ -91,6 +112,11 @@ def start_gateway(
     yield start
     for server in started:
         server.stop()
+    texts = _texts_received(recording_upstream, onprem_upstream)
+    for trail in trails:
+        if trail.exists():
+            assert_trail_verifies(trail)
+            assert_no_text_in_trail(trail, texts)
 
 
 @pytest.fixture

@@ -307,3 +307,58 @@ def test_access_log_has_no_prompt_text(
         for line in access
     )
     assert all(secret_text not in r.getMessage() for r in caplog.records)
+
+
+def _pool(start_gateway: Callable[..., RunningGateway], *urls: str) -> RunningGateway:
+    return start_gateway(upstreams={"local": {"kind": "onprem", "base_url": list(urls)}})
+
+
+def test_pool_skips_a_busy_worker(
+    start_gateway: Callable[..., RunningGateway],
+    billing: CertPair,
+    recording_upstream: RecordingUpstream,
+    onprem_upstream: RecordingUpstream,
+) -> None:
+    """A worker answering 429 is skipped for its Retry-After; the request is served by the other."""
+    gateway = _pool(start_gateway, recording_upstream.url, onprem_upstream.url)
+    recording_upstream.mode = "busy"
+    with gateway.client(billing) as client:
+        answers = [client.post("/v1/chat/completions", json=CHAT).status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 200]
+    assert len(onprem_upstream.received) == 4
+    assert len(recording_upstream.received) <= 1  # asked once, then skipped while busy
+
+
+def test_pool_skips_a_worker_that_is_down(
+    start_gateway: Callable[..., RunningGateway],
+    billing: CertPair,
+    onprem_upstream: RecordingUpstream,
+) -> None:
+    """A worker whose port refuses connections is skipped; the request is served by the other."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    gateway = _pool(start_gateway, dead, onprem_upstream.url)
+    with gateway.client(billing) as client:
+        answers = [client.post("/v1/chat/completions", json=CHAT).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    assert len(onprem_upstream.received) == 3
+
+
+def test_pool_all_busy_gives_429_with_retry_after(
+    start_gateway: Callable[..., RunningGateway],
+    billing: CertPair,
+    recording_upstream: RecordingUpstream,
+    onprem_upstream: RecordingUpstream,
+) -> None:
+    """When every worker is at capacity the caller gets 429 with Retry-After, OpenAI-shaped."""
+    gateway = _pool(start_gateway, recording_upstream.url, onprem_upstream.url)
+    recording_upstream.mode = "busy"
+    onprem_upstream.mode = "busy"
+    with gateway.client(billing) as client:
+        response = client.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) >= 1
+    assert _error(response)["code"] == "upstream_busy"
