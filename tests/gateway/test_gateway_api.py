@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import httpx2
@@ -301,6 +302,11 @@ def test_access_log_has_no_prompt_text(
             "/v1/chat/completions",
             json={**CHAT, "messages": [{"role": "user", "content": secret_text}]},
         )
+        deadline = time.monotonic() + 5  # the access line is written just after the response
+        while time.monotonic() < deadline and not any(
+            r.name == "bastion.access" for r in caplog.records
+        ):
+            time.sleep(0.02)
     access = [r.getMessage() for r in caplog.records if r.name == "bastion.access"]
     assert any(
         "identity=spiffe://bastion.internal/svc/billing" in line and "status=200" in line
