@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -51,6 +53,7 @@ from gateway.pipeline import (
     stream_events,
 )
 from gateway.policy.decision import Action
+from gateway.telemetry import Telemetry, set_attributes
 from gateway.upstreams.base import Endpoint, Upstream
 from pki.asgi_tls import peer_identity
 from pki.identity import Identity
@@ -70,10 +73,13 @@ class Gateway:
     router: Router
     audit: AuditSink
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    tracing: InitVar[Telemetry | None] = None  # default: tracing off, steps still timed
+    telemetry: Telemetry = field(init=False)
     ready: bool = True
     policy_store: Any = None  # gateway.policy.PolicyStore when a policy is configured
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, tracing: Telemetry | None) -> None:
+        self.telemetry = tracing if tracing is not None else Telemetry(None, self.metrics)
         self.authorizer = Authorizer(self.config.authorization, self.config.models)
 
     def start(self) -> None:
@@ -89,18 +95,7 @@ class Gateway:
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.audit.close()
-
-
-class _Timer:
-    def __init__(self, gateway: Gateway, step: str) -> None:
-        self._histogram = gateway.metrics.step_seconds.labels(step)
-        self._start = 0.0
-
-    def __enter__(self) -> None:
-        self._start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self._histogram.observe(time.perf_counter() - self._start)
+        self.telemetry.shutdown()
 
 
 def _decision_headers(routed: RoutedRequest, decision_id: str) -> dict[str, str]:
@@ -118,11 +113,11 @@ def _usage(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpoint) -> Response:
     limits = gateway.config.limits
-    with _Timer(gateway, "identify"):
+    with gateway.telemetry.step("identify"):
         identity = identify(request)
     body = await read_json_body(request, limits)
     parsed = parse_request(endpoint, body, limits)
-    with _Timer(gateway, "authorize"):
+    with gateway.telemetry.step("authorize"):
         gateway.authorizer.check(identity, parsed.model)
     ctx = RequestContext(
         identity=identity,
@@ -134,12 +129,28 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
         headers={k.lower(): v for k, v in request.headers.items()},
     )
     request.state.identity = identity.spiffe_id
+    span = trace.get_current_span()
+    set_attributes(span, {"bastion.identity": identity.spiffe_id, "bastion.model": parsed.model})
     routed = await gateway.router.route(ctx)
+    counts = Counter(f.entity_type for f in routed.findings)
+    set_attributes(
+        span,
+        {
+            "bastion.route": routed.decision.route or routed.decision.action.value,
+            "bastion.action": routed.decision.action.value,
+            "bastion.rule_id": routed.decision.rule_id,
+            "bastion.policy_version": routed.decision.policy_version,
+            "bastion.entity_types": sorted(counts),
+            "bastion.entity_count": sum(counts.values()),
+            "bastion.upstream": routed.upstream,
+        },
+    )
     request.state.route = routed.decision.route or routed.decision.action.value
     request.state.action = routed.decision.action.value
-    with _Timer(gateway, "audit"):
+    with gateway.telemetry.step("audit"):
         decision_id = await gateway.audit.append_decision(ctx, routed)
     headers = _decision_headers(routed, decision_id)
+    set_attributes(span, {"bastion.decision_id": decision_id})
     if routed.decision.action is Action.DENY:
         gateway.metrics.denials.labels(routed.decision.rule_id).inc()
         exc = PermissionDenied(
@@ -225,9 +236,9 @@ async def _forward(
         return await _forward_stream(
             gateway, ctx, upstream, endpoint, outgoing, restorer, decision_id, headers
         )
-    with _Timer(gateway, "forward"):
+    with gateway.telemetry.step("forward"):
         reply = await upstream.complete(endpoint, outgoing)
-    with _Timer(gateway, "restore"):
+    with gateway.telemetry.step("restore"):
         answer = restorer.restore_body(reply.body)
     answer["model"] = ctx.model
     await _record_outcome(gateway, ctx, decision_id, 200, upstream.name, _usage(answer), None)
@@ -308,7 +319,14 @@ async def _record_outcome(
 
 def _endpoint_handler(gateway: Gateway, endpoint: Endpoint) -> Any:
     async def handler(request: Request) -> Response:
-        return await _handle_completion(gateway, request, endpoint)
+        with gateway.telemetry.request_span("/v1/" + endpoint.value) as span:
+            try:
+                response = await _handle_completion(gateway, request, endpoint)
+            except GatewayError as exc:
+                set_attributes(span, {"http.response.status_code": exc.status_code})
+                raise
+            set_attributes(span, {"http.response.status_code": response.status_code})
+            return response
 
     return handler
 

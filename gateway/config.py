@@ -21,6 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from gateway.errors import ConfigError
+from gateway.telemetry import TracingConfig
 
 __all__ = [
     "AuthorizationRule",
@@ -175,6 +176,7 @@ class GatewayConfig(_Frozen):
     policy: PolicyRef | None = None
     audit: Mapping[str, Any] | None = None  # validated by gateway.audit
     signing: SigningConfig = SigningConfig()
+    tracing: TracingConfig = TracingConfig()  # OpenTelemetry; exporter none|console|otlp
     hsm: Mapping[str, Any] | None = None  # validated by pki.hsm
     secrets: Mapping[str, Any] | None = None  # secret store location, validated by gateway.secrets
 

@@ -63,6 +63,13 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.tls_handshake_failures = Counter(
+            "bastion_tls_handshake_failures",
+            "TLS handshakes that failed, by the alert sent (unknown_ca, certificate_expired, "
+            "protocol_version, certificate_required, ...) or received (peer:<alert>).",
+            ["reason"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "bastion_upstream_errors",
             "Upstream failures by upstream and error class.",

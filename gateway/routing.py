@@ -42,6 +42,7 @@ from gateway.policy import (
 )
 from gateway.sanitize.restore import SSERestorer, restore_response_body
 from gateway.sanitize.sanitizer import residual_findings, sanitize_body
+from gateway.telemetry import Telemetry
 from gateway.upstreams.base import Upstream
 from pki.secret import Secret
 
@@ -120,7 +121,9 @@ class PolicyRouter:
         metrics: GatewayMetrics,
         *,
         hash_key: Secret | None,
+        telemetry: Telemetry,
     ) -> None:
+        self._telemetry = telemetry
         self._config = config
         self._upstreams = upstreams
         self._store = store
@@ -145,7 +148,9 @@ class PolicyRouter:
         try:
             self._detector(policy).analyze([TextRef("warmup", "Warm up the analyzer, please.")])
         except Exception as exc:  # noqa: BLE001 - requests will fail closed; say so loudly now
-            logger.error("detector warm-up failed (%s): requests will fail closed", type(exc).__name__)
+            logger.error(
+                "detector warm-up failed (%s): requests will fail closed", type(exc).__name__
+            )
 
     def _detector(self, policy: Policy) -> Detector:
         with self._lock:
@@ -171,7 +176,7 @@ class PolicyRouter:
 
     async def _analyze(self, policy: Policy, texts: Sequence[TextRef]) -> list[Finding]:
         detector = await self._blocking(lambda: self._detector(policy))
-        with _timed(self._metrics, "detect"):
+        with self._telemetry.step("detect"):
             return await self._blocking(lambda: detector.analyze(texts))
 
     def _upstream_for(self, policy: Policy, decision: Decision) -> tuple[str | None, str | None]:
@@ -204,7 +209,7 @@ class PolicyRouter:
                 findings=findings,
                 headers=ctx.headers,
             )
-            with _timed(self._metrics, "decide"):
+            with self._telemetry.step("decide"):
                 decision, _shadow = self._store.shadow_compare(facts)
         except ServiceUnavailable:
             raise
@@ -223,7 +228,7 @@ class PolicyRouter:
         self, ctx: RequestContext, policy: Policy, routed: RoutedRequest
     ) -> RoutedRequest:
         try:
-            with _timed(self._metrics, "sanitize"):
+            with self._telemetry.step("sanitize"):
                 result = sanitize_body(
                     ctx.body, routed.findings, routed.decision.operations, hash_key=self._hash_key
                 )
@@ -249,21 +254,6 @@ class PolicyRouter:
         return replace(routed, outgoing=result.body, restorer=PseudonymRestorer(result))
 
 
-class _timed:
-    def __init__(self, metrics: GatewayMetrics, step: str) -> None:
-        self._histogram = metrics.step_seconds.labels(step)
-
-    def __enter__(self) -> None:
-        import time
-
-        self._start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        import time
-
-        self._histogram.observe(time.perf_counter() - self._start)
-
-
 def null_restorer() -> NullRestorer:
     return NullRestorer()
 
@@ -274,6 +264,7 @@ def build_router(
     metrics: GatewayMetrics,
     *,
     hash_key: Secret | None,
+    telemetry: Telemetry,
 ) -> tuple[Router, PolicyStore | None]:
     if config.policy is None:
         return StaticRouter(config, upstreams), None
@@ -291,7 +282,7 @@ def build_router(
             store.last_error,
         )
     _check_policy_upstreams(store.current(), upstreams)
-    router = PolicyRouter(config, upstreams, store, metrics, hash_key=hash_key)
+    router = PolicyRouter(config, upstreams, store, metrics, hash_key=hash_key, telemetry=telemetry)
     router.warm_up()
     return router, store
 

@@ -18,19 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from opentelemetry.sdk.trace import SpanProcessor
 
 from gateway.app import Gateway, build_app, build_ops_app
 from gateway.config import GatewayConfig, SecretRef, UpstreamConfig
 from gateway.errors import ConfigError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import AuditSink
+from gateway.telemetry import Telemetry
 from gateway.upstreams import OpenAIUpstream, UbiAIUpstream, Upstream
 from pki.asgi_tls import PeerPolicy, protocol_class
 from pki.crl import RevocationChecker
 from pki.errors import BastionError
 from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
 from pki.signing import FileSigner, Signer
-from pki.tls import server_context
+from pki.tls import count_handshake_alerts, server_context
 
 __all__ = ["ServerThread", "build_gateway", "configure_logging", "resolve_secret", "serve"]
 
@@ -71,7 +73,12 @@ def build_upstream(name: str, config: UpstreamConfig, secret_store: Any = None) 
     return OpenAIUpstream(name, config, key)
 
 
-def build_gateway(config: GatewayConfig, *, metrics: GatewayMetrics | None = None) -> Gateway:
+def build_gateway(
+    config: GatewayConfig,
+    *,
+    metrics: GatewayMetrics | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> Gateway:
     """Everything the app needs: upstream clients, router (policy + detection), audit trail."""
     from gateway.auditing import LogOnlyAudit, TrailAudit
     from gateway.routing import build_router, derive_key
@@ -83,6 +90,7 @@ def build_gateway(config: GatewayConfig, *, metrics: GatewayMetrics | None = Non
         name: build_upstream(name, up, secret_store) for name, up in config.upstreams.items()
     }
     metrics = metrics or GatewayMetrics()
+    telemetry = Telemetry(config.tracing, metrics, extra_processor=span_processor)
     audit: AuditSink
     digest_key = None
     if config.audit is not None:
@@ -98,9 +106,16 @@ def build_gateway(config: GatewayConfig, *, metrics: GatewayMetrics | None = Non
         )
         audit = LogOnlyAudit()
     hash_key = derive_key(digest_key, "sanitize-hash") if digest_key is not None else None
-    router, policy_store = build_router(config, upstreams, metrics, hash_key=hash_key)
+    router, policy_store = build_router(
+        config, upstreams, metrics, hash_key=hash_key, telemetry=telemetry
+    )
     gateway = Gateway(
-        config=config, upstreams=upstreams, router=router, audit=audit, metrics=metrics
+        config=config,
+        upstreams=upstreams,
+        router=router,
+        audit=audit,
+        metrics=metrics,
+        tracing=telemetry,
     )
     gateway.policy_store = policy_store
     return gateway
@@ -162,6 +177,9 @@ def _make_servers(gateway: Gateway, *, handle_signals: bool) -> _Servers:
     config = gateway.config
     tls = config.tls
     ssl_ctx = server_context(cert=tls.cert, key=tls.key, ca=tls.ca)
+    count_handshake_alerts(
+        ssl_ctx, lambda reason: gateway.metrics.tls_handshake_failures.labels(reason).inc()
+    )
     revocation = None
     if tls.crl is not None:
         revocation = _checker_from_ca_file(tls.crl, tls.ca)

@@ -16,6 +16,7 @@ import httpx2
 
 from gateway.config import UpstreamConfig
 from gateway.errors import InvalidRequest, RateLimited, ServiceUnavailable, UpstreamError
+from gateway.telemetry import traceparent_headers
 from gateway.upstreams.base import (
     CircuitBreaker,
     Endpoint,
@@ -113,6 +114,9 @@ class OpenAIUpstream:
         headers = {"content-type": "application/json"}
         if self._api_key is not None:
             headers["authorization"] = f"Bearer {self._api_key.reveal()}"
+        if self.kind == "onprem":
+            # One trace across gateway and worker; trace ids never go to managed APIs.
+            headers.update(traceparent_headers())
         return headers
 
     def _candidates(self) -> list[_Target]:

@@ -61,8 +61,10 @@ def test_tls_13_is_negotiated(gateway: RunningGateway, billing: CertPair) -> Non
 
 
 def test_no_client_certificate_is_refused(gateway: RunningGateway) -> None:
-    """Without a client certificate the handshake fails."""
+    """Without a client certificate the handshake fails, and the failure is counted by reason."""
     assert _refused(gateway, None)
+    metrics = httpx2.get(gateway.ops_url + "/metrics").text
+    assert 'bastion_tls_handshake_failures_total{reason="certificate_required"} 1.0' in metrics
 
 
 def test_self_signed_certificate_is_refused(gateway: RunningGateway, test_pki: TestPKI) -> None:
@@ -87,6 +89,8 @@ def test_certificate_from_another_ca_is_refused(gateway: RunningGateway, tmp_pat
     issued = other.issue_client(["spiffe://bastion.internal/svc/billing"])
     cert, key = issued.write(tmp_path / "other-client")
     assert _refused(gateway, CertPair(cert, key))
+    metrics = httpx2.get(gateway.ops_url + "/metrics").text
+    assert 'bastion_tls_handshake_failures_total{reason="unknown_ca"} 1.0' in metrics
 
 
 @pytest.mark.parametrize(
