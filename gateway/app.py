@@ -36,6 +36,7 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PermissionDenied,
+    RateLimited,
     ServiceUnavailable,
     UpstreamError,
 )
@@ -51,8 +52,10 @@ from gateway.pipeline import (
     parse_request,
     read_json_body,
     stream_events,
+    texts_size,
 )
-from gateway.policy.decision import Action
+from gateway.policy.decision import Action, Decision
+from gateway.ratelimit import RateLimiter, estimate_tokens
 from gateway.telemetry import Telemetry, set_attributes
 from gateway.upstreams.base import Endpoint, Upstream
 from pki.asgi_tls import peer_identity
@@ -79,6 +82,7 @@ class Gateway:
     policy_store: Any = None  # gateway.policy.PolicyStore when a policy is configured
 
     def __post_init__(self, tracing: Telemetry | None) -> None:
+        self.limiter = RateLimiter(self.config.rate_limits)
         self.telemetry = tracing if tracing is not None else Telemetry(None, self.metrics)
         self.authorizer = Authorizer(self.config.authorization, self.config.models)
 
@@ -129,6 +133,11 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
         headers={k.lower(): v for k, v in request.headers.items()},
     )
     request.state.identity = identity.spiffe_id
+    try:
+        max_tokens = parsed.max_tokens or parsed.max_completion_tokens
+        gateway.limiter.check(identity.spiffe_id, estimate_tokens(texts_size(body), max_tokens))
+    except RateLimited as limited:
+        return await _refuse_rate_limited(gateway, ctx, limited)
     span = trace.get_current_span()
     set_attributes(span, {"bastion.identity": identity.spiffe_id, "bastion.model": parsed.model})
     routed = await gateway.router.route(ctx)
@@ -219,6 +228,16 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
             gateway, ctx, decision_id, exc.status_code, upstream.name, None, type(exc).__name__
         )
         return error_response(exc, headers)
+
+
+async def _refuse_rate_limited(gateway: Gateway, ctx: RequestContext, exc: RateLimited) -> Response:
+    """429 with Retry-After, counted in metrics and recorded in the audit trail."""
+    gateway.metrics.rate_limited.labels(ctx.identity.spiffe_id).inc()
+    decision = Decision(action=Action.DENY, route=None, rule_id="rate-limit", policy_version="none")
+    routed = RoutedRequest(decision=decision)
+    decision_id = await gateway.audit.append_decision(ctx, routed)
+    await _record_outcome(gateway, ctx, decision_id, 429, None, None, "RateLimited")
+    return error_response(exc, _decision_headers(routed, decision_id))
 
 
 async def _forward(

@@ -29,6 +29,7 @@ __all__ = [
     "GatewayConfig",
     "LimitsConfig",
     "ModelConfig",
+    "RateLimitRule",
     "SecretRef",
     "ServerConfig",
     "SigningConfig",
@@ -152,6 +153,14 @@ class AuthorizationRule(_Frozen):
     models: list[str]
 
 
+class RateLimitRule(_Frozen):
+    """Requests and/or tokens per minute for identities matching a SPIFFE ID glob."""
+
+    identity: str
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = None
+
+
 class PolicyRef(_Frozen):
     file: Path
     shadow: Path | None = None  # candidate policy evaluated beside the live one
@@ -173,6 +182,7 @@ class GatewayConfig(_Frozen):
     upstreams: Mapping[str, UpstreamConfig]
     models: Mapping[str, ModelConfig]
     authorization: list[AuthorizationRule]
+    rate_limits: list[RateLimitRule] = Field(default_factory=list)  # first match applies
     policy: PolicyRef | None = None
     audit: Mapping[str, Any] | None = None  # validated by gateway.audit
     signing: SigningConfig = SigningConfig()

@@ -87,6 +87,12 @@ class GatewayMetrics:
             "Audit records that could not be written durably (requests refused).",
             registry=r,
         )
+        self.rate_limited = Counter(
+            "bastion_rate_limited",
+            "Requests refused by a per-identity rate limit.",
+            ["identity"],
+            registry=r,
+        )
         self.denials = Counter(
             "bastion_policy_denials",
             "Requests denied by policy, by rule.",

@@ -178,7 +178,7 @@ async def read_json_body(request: Request, limits: LimitsConfig) -> Any:
         raise InvalidRequest(f"the request body is not valid JSON{where}") from None
 
 
-def _texts_size(body: Mapping[str, Any]) -> int:
+def texts_size(body: Mapping[str, Any]) -> int:
     total = 0
     stack: list[Any] = [body.get("messages"), body.get("prompt")]
     while stack:
@@ -207,7 +207,7 @@ def parse_request(
             )
     else:
         parsed = parse_body(CompletionRequest, body)
-    size = _texts_size(body)
+    size = texts_size(body)
     if size > limits.max_text_chars:
         raise InvalidRequest(
             f"the request's texts hold {size} characters; the limit is {limits.max_text_chars}",

@@ -368,3 +368,50 @@ def test_pool_all_busy_gives_429_with_retry_after(
     assert response.status_code == 429
     assert int(response.headers["retry-after"]) >= 1
     assert _error(response)["code"] == "upstream_busy"
+
+
+def test_per_identity_request_limit(
+    start_gateway: Callable[..., RunningGateway],
+    billing: CertPair,
+    issue_client: Callable[..., CertPair],
+    recording_upstream: RecordingUpstream,
+) -> None:
+    """Past its requests/minute an identity gets 429 with Retry-After; other identities are unaffected."""
+    gateway = start_gateway(
+        rate_limits=[
+            {"identity": "spiffe://bastion.internal/svc/billing", "requests_per_minute": 2}
+        ]
+    )
+    other = issue_client("svc/reports")
+    with gateway.client(billing) as client:
+        codes = [client.post("/v1/chat/completions", json=CHAT).status_code for _ in range(3)]
+        limited = client.post("/v1/chat/completions", json=CHAT)
+    assert codes == [200, 200, 429]
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert _error(limited)["code"] == "rate_limit_exceeded"
+    assert limited.headers["x-bastion-decision-id"]  # audited
+    assert len(recording_upstream.received) == 2
+    with gateway.client(other) as client:
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+    metrics = httpx2.get(gateway.ops_url + "/metrics").text
+    assert (
+        'bastion_rate_limited_total{identity="spiffe://bastion.internal/svc/billing"} 2.0'
+        in metrics
+    )
+
+
+def test_per_identity_token_limit(
+    start_gateway: Callable[..., RunningGateway], billing: CertPair
+) -> None:
+    """A tokens/minute budget refuses requests whose estimated tokens exceed what is left."""
+    gateway = start_gateway(
+        rate_limits=[{"identity": "spiffe://bastion.internal/svc/*", "tokens_per_minute": 600}]
+    )
+    body = {**CHAT, "max_tokens": 250}
+    with gateway.client(billing) as client:
+        codes = [client.post("/v1/chat/completions", json=body).status_code for _ in range(3)]
+        too_big = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 5000})
+    assert codes == [200, 200, 429]
+    assert too_big.status_code == 429
+    assert "lower max_tokens" in str(_error(too_big)["message"])
