@@ -97,14 +97,14 @@ def start_gateway(
     started: list[ServerThread] = []
     trails: list[Path] = []
 
-    def start(**sections: Any) -> RunningGateway:
+    def start(span_processor: Any = None, **sections: Any) -> RunningGateway:
         path = tmp_path / f"gateway-{len(started)}.yaml"
         with path.open("w") as handle:
             YAML().dump(gateway_config(test_pki, recording_upstream.url, **sections), handle)
         config = load_config(path)
         if config.audit is not None and config.audit.get("path"):
             trails.append(Path(config.audit["path"]))
-        gateway = build_gateway(config)
+        gateway = build_gateway(config, span_processor=span_processor)
         server = ServerThread(gateway).start()
         started.append(server)
         return RunningGateway(server, test_pki, path)

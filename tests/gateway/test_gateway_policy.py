@@ -41,7 +41,9 @@ def policy_gateway(
 ) -> Callable[..., RunningGateway]:
     """A gateway with a policy, a managed upstream (recording) and an on-prem one (recording)."""
 
-    def start(policy: Path | str = DEFAULT_POLICY, **sections: Any) -> RunningGateway:
+    def start(
+        policy: Path | str = DEFAULT_POLICY, span_processor: Any = None, **sections: Any
+    ) -> RunningGateway:
         if isinstance(policy, str):
             path = tmp_path / "policy.yaml"
             path.write_text(policy)
@@ -49,6 +51,7 @@ def policy_gateway(
         key = tmp_path / "digest.key"
         key.write_text("k" * 48)
         return start_gateway(
+            span_processor=span_processor,
             upstreams={
                 "openai": {"kind": "managed", "base_url": recording_upstream.url},
                 "worker": {"kind": "onprem", "base_url": onprem_upstream.url},
@@ -288,13 +291,20 @@ def test_pii_corpus_never_reaches_managed_api_and_answers_are_restored(
     policy_gateway: Callable[..., RunningGateway],
     billing: CertPair,
     recording_upstream: RecordingUpstream,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Every pii_dev item, through a pseudonymize-everything managed policy: no structured ID or
-    secret reaches the managed API, and every managed answer equals the caller's last message."""
-    gateway = policy_gateway(MANAGED_ALL)
+    secret reaches the managed API, every managed answer equals the caller's last message, and
+    no value of any kind appears in logs, trace spans or /metrics."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    gateway = policy_gateway(MANAGED_ALL, span_processor=SimpleSpanProcessor(spans))
     leaks: list[str] = []
     wrong: list[str] = []
-    with gateway.client(billing) as client:
+    routes: dict[str, int] = {}
+    with caplog.at_level("DEBUG"), gateway.client(billing) as client:
         for item in CORPUS:
             for stream in (False, True) if item.get("stream") else (False,):
                 recording_upstream.reset()
@@ -311,20 +321,28 @@ def test_pii_corpus_never_reaches_managed_api_and_answers_are_restored(
                         for e in events
                         if e.get("choices")
                     )
-                    route = response.headers.get("x-bastion-route")
                 else:
                     response = client.post("/v1/chat/completions", json=body)
-                    route = response.headers.get("x-bastion-route")
                     answer = (
                         response.json()["choices"][0]["message"]["content"]
                         if response.status_code == 200
                         else None
                     )
+                route = response.headers.get("x-bastion-route", "?")
+                routes[route] = routes.get(route, 0) + 1
                 sent = recording_upstream.all_bytes().decode()
                 leaked = leaked_values(item, sent, groups=("structured_id", "secret"))
                 if leaked:
                     leaks.append(f"{item['id']}: {[v['class'] for v in leaked]}")
                 if route == "openai" and answer != item["expected_echo"]:
                     wrong.append(item["id"])
+        metrics = httpx2.get(gateway.ops_url + "/metrics").text
     assert leaks == []
     assert wrong == []
+    assert routes.get("openai", 0) > 0.9 * sum(routes.values()), routes  # most went managed
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    span_text = "\n".join(span.to_json() for span in spans.get_finished_spans())
+    assert spans.get_finished_spans()
+    for where, blob in (("logs", logs), ("spans", span_text), ("metrics", metrics)):
+        found = [f"{item['id']}:{v['class']}" for item in CORPUS for v in leaked_values(item, blob)]
+        assert found == [], f"values found in {where}"
