@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable, Generator, Mapping
@@ -173,7 +174,7 @@ class _Servers:
     ops_socket: socket.socket | None
 
 
-def _make_servers(gateway: Gateway, *, handle_signals: bool) -> _Servers:
+def _make_servers(gateway: Gateway) -> _Servers:
     config = gateway.config
     tls = config.tls
     ssl_ctx = server_context(cert=tls.cert, key=tls.key, ca=tls.ca)
@@ -199,8 +200,10 @@ def _make_servers(gateway: Gateway, *, handle_signals: bool) -> _Servers:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
     )
-    server_cls = uvicorn.Server if handle_signals else _NoSignals
-    main = server_cls(main_config)
+    # uvicorn's own signal capture re-raises SIGTERM after its shutdown, which would kill the
+    # process before the audit trail signs its closing checkpoint: Bastion handles signals in
+    # _run instead (handle_signals) and closes everything first.
+    main = _NoSignals(main_config)
     ops = ops_sock = None
     if config.server.ops_port is not None:
         ops_sock = _bind(config.server.ops_host, config.server.ops_port)
@@ -225,8 +228,16 @@ def _checker_from_ca_file(crl: Path, ca: Path) -> RevocationChecker:
 
 
 async def _run(
-    servers: _Servers, gateway: Gateway, on_started: Callable[[], None] | None = None
+    servers: _Servers,
+    gateway: Gateway,
+    on_started: Callable[[], None] | None = None,
+    *,
+    handle_signals: bool = False,
 ) -> None:
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _request_exit, servers.main, sig)
     gateway.start()
     ops_task = None
     if servers.ops is not None and servers.ops_socket is not None:
@@ -245,12 +256,19 @@ async def _run(
         await gateway.aclose()
 
 
+def _request_exit(server: uvicorn.Server, sig: signal.Signals) -> None:
+    if server.should_exit:  # a second Ctrl-C: stop waiting for open connections
+        server.force_exit = True
+    logger.info("received %s: shutting down (audit trail signs a closing checkpoint)", sig.name)
+    server.should_exit = True
+
+
 def serve(config: GatewayConfig) -> int:
     """Run until SIGINT/SIGTERM. Returns the exit status."""
     configure_logging(config.server.log_level)
     try:
         gateway = build_gateway(config)
-        servers = _make_servers(gateway, handle_signals=True)
+        servers = _make_servers(gateway)
     except BastionError:
         raise
     addr = f"https://{config.server.host}:{servers.main_socket.getsockname()[1]}"
@@ -260,7 +278,7 @@ def serve(config: GatewayConfig) -> int:
         logger.info("ops endpoints (/healthz /readyz /metrics) on http://%s:%d", host, port)
     if gateway.policy_store is not None:
         gateway.policy_store.install_sighup()  # `kill -HUP` reloads the policy now
-    asyncio.run(_run(servers, gateway))
+    asyncio.run(_run(servers, gateway, handle_signals=True))
     return 0
 
 
@@ -269,7 +287,7 @@ class ServerThread:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._servers = _make_servers(gateway, handle_signals=False)
+        self._servers = _make_servers(gateway)
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._main, name="bastion-gateway", daemon=True)
         self._error: BaseException | None = None
