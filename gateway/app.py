@@ -10,6 +10,7 @@ Response headers tell the caller what happened: ``x-bastion-route``, ``x-bastion
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -80,6 +81,7 @@ class Gateway:
     telemetry: Telemetry = field(init=False)
     ready: bool = True
     policy_store: Any = None  # gateway.policy.PolicyStore when a policy is configured
+    pending_outcomes: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self, tracing: Telemetry | None) -> None:
         self.limiter = RateLimiter(self.config.rate_limits)
@@ -98,6 +100,8 @@ class Gateway:
             close_router()
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        if self.pending_outcomes:
+            await asyncio.gather(*self.pending_outcomes)
         await self.audit.close()
         self.telemetry.shutdown()
 
@@ -320,20 +324,29 @@ async def _record_outcome(
     usage: Mapping[str, Any] | None,
     error_class: str | None,
 ) -> None:
+    """Queue the outcome record without holding the answer back for its fsync: the decision
+    record (written ahead) is what must be durable before bytes leave; the outcome follows in
+    the trail's next group commit. Pending outcomes are awaited at shutdown."""
     latency_ms = (time.perf_counter() - ctx.started) * 1000
-    try:
-        await gateway.audit.append_outcome(
-            decision_id,
-            status=status,
-            latency_ms=latency_ms,
-            upstream=upstream,
-            usage=usage,
-            error_class=error_class,
-        )
-    except GatewayError:
-        # The decision record is already durable; a lost outcome is counted and logged.
-        gateway.metrics.audit_failures.inc()
-        logger.error("audit outcome record could not be written: decision_id=%s", decision_id)
+
+    async def write() -> None:
+        try:
+            await gateway.audit.append_outcome(
+                decision_id,
+                status=status,
+                latency_ms=latency_ms,
+                upstream=upstream,
+                usage=usage,
+                error_class=error_class,
+            )
+        except GatewayError:
+            # The decision record is already durable; a lost outcome is counted and logged.
+            gateway.metrics.audit_failures.inc()
+            logger.error("audit outcome record could not be written: decision_id=%s", decision_id)
+
+    task = asyncio.create_task(write())
+    gateway.pending_outcomes.add(task)
+    task.add_done_callback(gateway.pending_outcomes.discard)
 
 
 def _endpoint_handler(gateway: Gateway, endpoint: Endpoint) -> Any:

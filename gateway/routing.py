@@ -232,10 +232,15 @@ class PolicyRouter:
                 result = sanitize_body(
                     ctx.body, routed.findings, routed.decision.operations, hash_key=self._hash_key
                 )
-            rescanned = extract_texts(result.body)
-            again = await self._analyze(policy, rescanned)
-            above = [f for f in again if f.score >= policy.threshold]
-            residual = residual_findings(above, rescanned)
+            if not routed.findings and not result.replaced:
+                # Detection found nothing at all and nothing was replaced: the body is the one
+                # already scanned; scanning it again would find the same nothing.
+                residual = []
+            else:
+                rescanned = extract_texts(result.body)
+                again = await self._analyze(policy, rescanned)
+                above = [f for f in again if f.score >= policy.threshold]
+                residual = residual_findings(above, rescanned)
         except ServiceUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - fail closed on ANY sanitization error
