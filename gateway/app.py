@@ -264,6 +264,7 @@ async def _forward(
     with gateway.telemetry.step("restore"):
         answer = restorer.restore_body(reply.body)
     answer["model"] = ctx.model
+    await gateway.audit.capture_response(decision_id, answer)
     await _record_outcome(gateway, ctx, decision_id, 200, upstream.name, _usage(answer), None)
     return JSONResponse(answer, headers=headers)
 

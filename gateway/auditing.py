@@ -8,6 +8,7 @@ itself when the store is back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import Counter
@@ -22,6 +23,7 @@ from gateway.audit import (
     OutcomeRecord,
     text_digest,
 )
+from gateway.audit.capture import Part, PayloadSealer
 from gateway.detect import extract_texts
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import GatewayMetrics
@@ -34,10 +36,31 @@ logger = logging.getLogger("bastion.audit")
 
 
 class TrailAudit:
-    def __init__(self, trail: AuditTrail, digest_key: Secret, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        trail: AuditTrail,
+        digest_key: Secret,
+        metrics: GatewayMetrics,
+        *,
+        sealer: PayloadSealer | None = None,
+    ) -> None:
         self._trail = trail
         self._key = digest_key
         self._metrics = metrics
+        self._sealer = sealer
+        self._key_written = False
+        self._key_lock = asyncio.Lock()
+
+    async def _capture(self, decision_id: str, part: Part, payload: Mapping[str, Any]) -> None:
+        """Payload capture (opt-in): the data key record once, then the sealed payload."""
+        if self._sealer is None:
+            return
+        async with self._key_lock:
+            if not self._key_written:
+                await self._trail.append_payload("capkey", self._sealer.key_record())
+                self._key_written = True
+        sealed = self._sealer.seal(decision_id, part, payload)
+        await self._trail.append_payload("payload", sealed.to_data())
 
     async def append_decision(self, ctx: RequestContext, routed: RoutedRequest) -> str:
         decision = routed.decision
@@ -57,7 +80,9 @@ class TrailAudit:
             text_digests=tuple(text_digest(self._key, ref.text) for ref in extract_texts(ctx.body)),
         )
         try:
-            return await self._trail.append_decision(record)
+            decision_id = await self._trail.append_decision(record)
+            await self._capture(decision_id, "request", ctx.body)  # durable before forwarding too
+            return decision_id
         except AuditError as exc:
             self._metrics.audit_failures.inc()
             logger.error(
@@ -97,6 +122,15 @@ class TrailAudit:
         except (AuditUnavailable, AuditError) as exc:
             raise ServiceUnavailable(f"audit outcome not recorded ({type(exc).__name__})") from None
 
+    async def capture_response(self, decision_id: str, body: Mapping[str, Any]) -> None:
+        try:
+            await self._capture(decision_id, "response", body)
+        except AuditError as exc:
+            self._metrics.audit_failures.inc()
+            logger.error(
+                "captured answer not recorded (%s): decision_id=%s", type(exc).__name__, decision_id
+            )
+
     async def close(self) -> None:
         await self._trail.close()
 
@@ -119,6 +153,9 @@ class LogOnlyAudit:
 
     async def append_outcome(self, decision_id: str, **fields: Any) -> None:
         logger.info("outcome id=%s status=%s", decision_id, fields.get("status"))
+
+    async def capture_response(self, decision_id: str, body: Mapping[str, Any]) -> None:
+        return None
 
     async def close(self) -> None:
         return None

@@ -109,6 +109,10 @@ class AuditSink(Protocol):
         error_class: str | None,
     ) -> None: ...
 
+    async def capture_response(self, decision_id: str, body: Mapping[str, Any]) -> None:
+        """Payload capture (opt-in) of a non-streamed answer; a no-op when capture is off."""
+        ...
+
     async def close(self) -> None:
         """Flush and sign (the trail writes a checkpoint on close)."""
         ...

@@ -99,8 +99,11 @@ def build_gateway(
 
         audit_config = AuditConfig.model_validate(dict(config.audit))
         digest_key = load_digest_key(audit_config)
+        sealer = _payload_sealer(config) if audit_config.capture_payloads else None
         trail = open_audit_trail(audit_config, _signer(config))
-        audit = TrailAudit(trail, derive_key(digest_key, "audit-text-digest"), metrics)
+        audit = TrailAudit(
+            trail, derive_key(digest_key, "audit-text-digest"), metrics, sealer=sealer
+        )
     else:
         logger.warning(
             "no 'audit:' section: decisions are logged, not kept in a tamper-evident trail"
@@ -122,15 +125,26 @@ def build_gateway(
     return gateway
 
 
+def _hsm_session(config: GatewayConfig, purpose: str) -> Any:
+    from pki.hsm import HsmSession, HsmSettings
+
+    if config.hsm is None:
+        raise ConfigError(f"{purpose} needs the HSM: add an 'hsm:' section")
+    return HsmSession(HsmSettings.model_validate(dict(config.hsm)).resolve())
+
+
+def _payload_sealer(config: GatewayConfig) -> Any:
+    from gateway.audit.capture import PayloadSealer
+
+    return PayloadSealer(_hsm_session(config, "audit.capture_payloads"))
+
+
 def _signer(config: GatewayConfig) -> Signer:
     signing = config.signing
     if signing.hsm:
-        from pki.hsm import HsmSession, HsmSettings, HsmSigner
+        from pki.hsm import HsmSigner
 
-        if config.hsm is None:
-            raise ConfigError("signing.hsm is true but there is no 'hsm:' section")
-        session = HsmSession(HsmSettings.model_validate(dict(config.hsm)).resolve())
-        signer: Signer = HsmSigner(session)
+        signer: Signer = HsmSigner(_hsm_session(config, "signing.hsm"))
         return signer
     if signing.key_file is None:
         raise ConfigError(

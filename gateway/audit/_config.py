@@ -34,7 +34,10 @@ class AuditConfig(BaseModel):
     max_record_bytes: int = Field(default=65_536, ge=1_024, le=16 * 1024 * 1024)
     digest_key_file: Path | None = None
     digest_key_env: str | None = None
+    # E-discovery: request bodies (and non-streamed answers) envelope-encrypted under a data
+    # key wrapped by the HSM's KEK (gateway.audit.capture). Needs an ``hsm:`` section.
     capture_payloads: bool = False
+    max_payload_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536, le=64 * 1024 * 1024)
 
     @field_validator("dsn", mode="before")
     @classmethod
@@ -58,13 +61,6 @@ class AuditConfig(BaseModel):
             raise ValueError("audit.backend is 'sqlite' but audit.path is not set: name the file")
         if self.backend == "postgres" and not self.dsn:
             raise ValueError("audit.backend is 'postgres' but audit.dsn is not set: give a DSN")
-        if self.capture_payloads:
-            # Fail closed: capture needs envelope encryption under an HSM-wrapped data key,
-            # which lands with the HSM issue. Until then, refuse rather than store plaintext.
-            raise ValueError(
-                "audit.capture_payloads is true, but payload capture needs HSM envelope "
-                "encryption, which this build does not have yet; set it to false"
-            )
         return self
 
 

@@ -142,7 +142,13 @@ def canonical_data(data: Mapping[str, object], *, limit: int) -> bytes:
     return encoded
 
 
-_ID_PREFIX = {"decision": "dec", "outcome": "out", "prune": "prn"}
+_ID_PREFIX = {
+    "decision": "dec",
+    "outcome": "out",
+    "prune": "prn",
+    "payload": "pay",
+    "capkey": "key",
+}
 
 
 def new_record_id(kind: str) -> str:

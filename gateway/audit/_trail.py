@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.audit._chain import Entry
@@ -65,6 +66,10 @@ class AuditTrail(abc.ABC):
     @abc.abstractmethod
     async def append_outcome(self, rec: OutcomeRecord) -> str:
         """Write ``rec``; return its record id once it is durable. Raises AuditUnavailable."""
+
+    @abc.abstractmethod
+    async def append_payload(self, kind: str, data: Mapping[str, object]) -> str:
+        """Write a payload-capture record (``payload`` or ``capkey``); return its id."""
 
     @abc.abstractmethod
     async def checkpoint(self) -> str | None:
@@ -144,6 +149,13 @@ class GroupCommitTrail(AuditTrail):
     async def append_outcome(self, rec: OutcomeRecord) -> str:
         data = canonical_data(rec.to_data(), limit=self._config.max_record_bytes)
         return await self._append(Entry(new_record_id("outcome"), "outcome", data))
+
+    async def append_payload(self, kind: str, data: Mapping[str, object]) -> str:
+        """A ``payload`` or ``capkey`` record (payload capture; larger size limit)."""
+        if kind not in ("payload", "capkey"):
+            raise ValueError(f"append_payload takes payload or capkey records, not {kind!r}")
+        encoded = canonical_data(data, limit=self._config.max_payload_bytes)
+        return await self._append(Entry(new_record_id(kind), kind, encoded))
 
     async def _append(self, entry: Entry) -> str:
         record_id = await self._submit(entry)

@@ -85,6 +85,15 @@ def register(subparsers: Any) -> None:
     pubkey.add_argument("--passphrase-file", type=Path, help="the signing key's passphrase")
     pubkey.set_defaults(func=_pubkey)
 
+    payload = sub.add_parser(
+        "payload", help="e-discovery: decrypt the captured payloads of one decision (needs the HSM)"
+    )
+    payload.add_argument("decision_id", help="the x-bastion-decision-id of the request")
+    payload.add_argument(
+        "--config", type=Path, required=True, help="gateway config (audit: and hsm: sections)"
+    )
+    payload.set_defaults(func=_payload)
+
     prune = sub.add_parser("prune", help="delete records before a date; the rest stays verifiable")
     store_options(prune)
     prune.add_argument("--before", required=True, help="delete records older than this date")
@@ -265,4 +274,41 @@ def _prune(args: argparse.Namespace) -> int:
             f"pruned {result.removed} records (seq ..{result.through_seq}) before {before}; "
             f"signed anchor at seq {result.through_seq}; recorded as {result.record_id}"
         )
+    return 0
+
+
+def _payload(args: argparse.Namespace) -> int:
+    """Print the decrypted request (and answer) captured for one decision, as JSON."""
+    import json
+
+    from gateway.audit import open_store
+    from gateway.audit.capture import open_payloads
+    from gateway.config import load_config
+    from pki.hsm import HsmSession, HsmSettings
+
+    config = load_config(args.config)
+    if config.hsm is None:
+        raise AuditConfigError(
+            f"{args.config} has no 'hsm:' section: captured payloads need the HSM"
+        )
+    store = open_store(_config_from_yaml(args.config))
+    keys, payloads = [], []
+    try:
+        for rec in store.records():
+            if rec.kind not in ("capkey", "payload"):
+                continue
+            data = json.loads(rec.body).get("data", {})
+            if rec.kind == "capkey":
+                keys.append(data)
+            elif data.get("decision_id") == args.decision_id:
+                payloads.append(data)
+    finally:
+        store.close()
+    if not payloads:
+        raise AuditConfigError(
+            f"no captured payload for decision {args.decision_id} (capture off, or unknown id)"
+        )
+    with HsmSession(HsmSettings.model_validate(dict(config.hsm)).resolve()) as session:
+        opened = open_payloads(session, keys, payloads)
+    print(json.dumps({part: body for part, body in opened}, indent=2, ensure_ascii=False))
     return 0

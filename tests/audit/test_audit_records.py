@@ -139,11 +139,18 @@ def test_ed25519_key_id_follows_signed_note_spec(tmp_path: Path) -> None:
         ({"backend": "sqlite"}, "audit.path is not set"),
         ({"backend": "postgres"}, "audit.dsn is not set"),
         ({"path": "a.db", "santize": True}, "Extra inputs"),
-        ({"path": "a.db", "capture_payloads": True}, "HSM envelope"),
+        ({"path": "a.db", "max_payload_bytes": 10}, "greater than or equal"),
         ({"path": "a.db", "origin": "has space"}, "may not contain spaces"),
         ({"path": "a.db", "checkpoint_interval_s": 0}, "greater than 0"),
     ],
-    ids=["sqlite-no-path", "postgres-no-dsn", "unknown-key", "capture", "bad-origin", "interval"],
+    ids=[
+        "sqlite-no-path",
+        "postgres-no-dsn",
+        "unknown-key",
+        "payload-limit",
+        "bad-origin",
+        "interval",
+    ],
 )
 def test_config_is_validated(fields: dict[str, Any], match: str) -> None:
     """Misconfigurations are refused at load, with the key and the fix in the message."""
