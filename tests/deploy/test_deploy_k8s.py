@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -445,3 +446,13 @@ def test_probe_budgets_are_whole_seconds() -> None:
                 assert value >= 1, (resource.id, probe, field)
     probe = main_container(one("Deployment", "bastion-gateway"))["startupProbe"]
     assert math.prod((probe["periodSeconds"], probe["failureThreshold"])) >= 60
+
+
+def test_shipped_policy_is_the_default_policy() -> None:
+    """deploy/k8s/config/policy.yaml is a copy of policies/default.yaml: same content hash."""
+    from gateway.policy import load_policy
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = load_policy(root / "deploy" / "k8s" / "config" / "policy.yaml")
+    default = load_policy(root / "policies" / "default.yaml")
+    assert shipped.version == default.version
