@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := softhsm2 postgresql strace iproute2
 DEV_DIR ?= var/dev
 
-.PHONY: install run test check lint typecheck pytest bench clean
+.PHONY: install run test check lint typecheck pytest bench lock clean
 
 install: $(STAMP)
 
@@ -53,6 +53,10 @@ check: test
 
 bench: install
 	$(BIN)/python bench/gateway_overhead.py
+
+# Regenerate the hash-pinned lock the offline bundle installs from (after pyproject changes).
+lock: install
+	$(BIN)/bastion bundle lock --out deploy/airgap/requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage var
