@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inference.errors import WorkerConfigError
+from inference.tracing import WorkerTracingConfig
 from pki.hsm import HsmSettings
 
 __all__ = [
@@ -269,6 +270,8 @@ class WorkerConfig(BaseModel):
     batching: BatchingConfig = BatchingConfig()
     warmup: WarmupConfig = WarmupConfig()
     server: ServerConfig
+    # OpenTelemetry: continues the gateway's trace (W3C traceparent). Off by default.
+    tracing: WorkerTracingConfig = WorkerTracingConfig()
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> WorkerConfig:

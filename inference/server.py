@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,6 +49,7 @@ from inference.scheduler import (
     Scheduler,
     TextDelta,
 )
+from inference.tracing import TracingMiddleware, build_tracer
 from pki.asgi_tls import peer_identity
 from pki.errors import BastionError
 from pki.identity import Identity
@@ -412,6 +414,7 @@ def create_app(
     *,
     before_ready: Callable[[], None] | None = None,
     state: WorkerState | None = None,
+    span_processor: SpanProcessor | None = None,
 ) -> Starlette:
     """The worker app. Raises :class:`WorkerConfigError` for what this machine cannot run.
 
@@ -449,6 +452,7 @@ def create_app(
         routes=routes, lifespan=lifespan, exception_handlers={InferenceError: _inference_error}
     )
     app.state.worker = worker_state
+    app.add_middleware(TracingMiddleware, tracer=build_tracer(config.tracing, span_processor))
     if config.server.tls is not None:
         return _with_identity(app, config.server.tls.allowed())
     return app

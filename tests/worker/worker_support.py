@@ -95,9 +95,10 @@ def run_worker(
     wait_ready: bool = True,
     scheme: str = "http",
     client_kwargs: dict[str, Any] | None = None,
+    span_processor: Any = None,
 ) -> Iterator[RunningWorker]:
     """Start the worker app under uvicorn in a thread; stop it afterwards."""
-    app = create_app(config, before_ready=before_ready)
+    app = create_app(config, before_ready=before_ready, span_processor=span_processor)
     server = _NoSignals(build_uvicorn_config(config, app))
     thread = threading.Thread(target=server.run, name="test-worker", daemon=True)
     thread.start()
