@@ -101,9 +101,11 @@ def hf_sequential(loaded: Any, prompts: list[str], max_tokens: int) -> dict[str,
     return {"tokens": tokens, "wall": wall, "ttft": ttft, "itl": itl}
 
 
-async def one_stream(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> dict[str, Any]:
+async def one_stream(
+    client: httpx.AsyncClient, prompt: str, max_tokens: int, model: str = "smollm2"
+) -> dict[str, Any]:
     body = {
-        "model": "smollm2",
+        "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "temperature": 0,
         "max_tokens": max_tokens,
@@ -131,13 +133,21 @@ async def one_stream(client: httpx.AsyncClient, prompt: str, max_tokens: int) ->
     }
 
 
-async def drive(url: str, prompts: list[str], max_tokens: int, concurrency: int) -> dict[str, Any]:
+async def drive(
+    url: str,
+    prompts: list[str],
+    max_tokens: int,
+    concurrency: int,
+    *,
+    model: str = "smollm2",
+    verify: Any = True,
+) -> dict[str, Any]:
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=600.0) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=600.0, verify=verify) as client:
 
         async def run(prompt: str) -> dict[str, Any]:
             async with limit:
-                return await one_stream(client, prompt, max_tokens)
+                return await one_stream(client, prompt, max_tokens, model)
 
         started = time.perf_counter()
         results = await asyncio.gather(*(run(p) for p in prompts))
