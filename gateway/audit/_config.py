@@ -30,6 +30,8 @@ class AuditConfig(BaseModel):
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
     max_batch: int = Field(default=512, ge=1, le=10_000)
     max_wait_ms: float = Field(default=0.0, ge=0, le=1_000)
+    # A batch holding only outcome records waits this long for a decision to share its fsync.
+    outcome_linger_ms: float = Field(default=20.0, ge=0, le=1_000)
     lock_timeout_s: float = Field(default=5.0, gt=0, le=300)
     max_record_bytes: int = Field(default=65_536, ge=1_024, le=16 * 1024 * 1024)
     digest_key_file: Path | None = None

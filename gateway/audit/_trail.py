@@ -91,6 +91,11 @@ class _Job:
 
 
 _STOP = None  # queue sentinel
+_FOLLOWUP_KINDS = frozenset({"outcome"})
+
+
+def _only_followups(batch: list[_Job]) -> bool:
+    return all(job.entry is not None and job.entry.kind in _FOLLOWUP_KINDS for job in batch)
 
 
 def _settle(
@@ -222,6 +227,21 @@ class GroupCommitTrail(AuditTrail):
             return batch, True
         batch.append(first)
         deadline = time.monotonic() + self._config.max_wait_ms / 1000
+        # Outcome records are not write-ahead: a batch of only those lingers briefly so that it
+        # shares the next decision's transaction and fsync instead of adding one of its own
+        # (which the next decision would otherwise queue behind).
+        linger_until = time.monotonic() + self._config.outcome_linger_ms / 1000
+        while _only_followups(batch) and len(batch) < self._config.max_batch:
+            wait = linger_until - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                job = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return batch, True
+            batch.append(job)
         while len(batch) < self._config.max_batch:
             try:
                 wait = deadline - time.monotonic()
