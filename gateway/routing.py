@@ -30,7 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.detect import Detector, Finding, TextRef, extract_texts
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import NullRestorer, RequestContext, RoutedRequest, Router
+from gateway.pipeline import RequestContext, RoutedRequest, Router
 from gateway.policy import (
     Action,
     Decision,
@@ -257,10 +257,6 @@ class PolicyRouter:
             upstream, _ = self._upstream_for(policy, decision)
             return replace(routed, decision=decision, upstream=upstream, fallback_upstream=None)
         return replace(routed, outgoing=result.body, restorer=PseudonymRestorer(result))
-
-
-def null_restorer() -> NullRestorer:
-    return NullRestorer()
 
 
 def build_router(
