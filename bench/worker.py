@@ -175,10 +175,15 @@ def metric(url: str, name: str) -> float:
     return float("nan")
 
 
-def start_worker(model_dir: Path, work: Path, dtype: str, port: int) -> subprocess.Popen[bytes]:
+def start_worker(
+    model_dir: Path, work: Path, dtype: str, port: int, threads: int | None = None
+) -> subprocess.Popen[bytes]:
+    """A plain-HTTP worker subprocess serving ``model_dir`` as ``smollm2`` (config and log in
+    ``work``); ``threads``: torch intra-op threads (None: all cores)."""
+    work.mkdir(parents=True, exist_ok=True)
     config = {
         "model": {"source": "dir", "path": str(model_dir), "name": "smollm2"},
-        "runtime": {"device": "cpu", "dtype": dtype},
+        "runtime": {"device": "cpu", "dtype": dtype, "threads": threads},
         "batching": {
             "max_batch_size": 16,
             "kv_cache_tokens": 32768,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -30,39 +29,6 @@ import worker as wb  # noqa: E402  (bench/worker.py: the streaming driver and he
 from gateway_overhead import _free_port, _pki, _wait  # noqa: E402
 
 from pki.tls import client_context  # noqa: E402
-
-
-def _start_worker(model_dir: Path, work: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    work.mkdir(parents=True, exist_ok=True)
-    config = {
-        "model": {"source": "dir", "path": str(model_dir), "name": "smollm2"},
-        "runtime": {"device": "cpu", "dtype": "float32", "threads": threads},
-        "batching": {
-            "max_batch_size": 16,
-            "kv_cache_tokens": 32768,
-            "max_total_tokens": 2048,
-            "max_input_tokens": 1024,
-            "max_queue_tokens": 65536,
-        },
-        "server": {"host": "127.0.0.1", "port": port, "insecure_plain_http": True},
-    }
-    path = work / "worker.json"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "worker",
-            "--config",
-            str(path),
-            "--ops-port",
-            str(port + 1),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "worker.log").open("wb"),
-    )
 
 
 def _gateway(work: Path, ports: list[int]) -> tuple[subprocess.Popen[bytes], int, Any]:
@@ -111,7 +77,7 @@ def main() -> int:
             threads = max(1, cores // count)
             ports = [_free_port() for _ in range(count)]
             procs = [
-                _start_worker(model_dir, work / f"w{count}-{i}", p, threads)
+                wb.start_worker(model_dir, work / f"w{count}-{i}", "float32", p, threads)
                 for i, p in enumerate(ports)
             ]
             gateway = None

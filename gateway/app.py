@@ -124,7 +124,8 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
     with gateway.telemetry.step("identify"):
         identity = identify(request)
     body = await read_json_body(request, limits)
-    parsed = parse_request(endpoint, body, limits)
+    size = texts_size(body)
+    parsed = parse_request(endpoint, body, limits, text_chars=size)
     with gateway.telemetry.step("authorize"):
         gateway.authorizer.check(identity, parsed.model)
     ctx = RequestContext(
@@ -139,7 +140,7 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
     request.state.identity = identity.spiffe_id
     try:
         max_tokens = parsed.max_tokens or parsed.max_completion_tokens
-        gateway.limiter.check(identity.spiffe_id, estimate_tokens(texts_size(body), max_tokens))
+        gateway.limiter.check(identity.spiffe_id, estimate_tokens(size, max_tokens))
     except RateLimited as limited:
         return await _refuse_rate_limited(gateway, ctx, limited)
     span = trace.get_current_span()
@@ -195,11 +196,7 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
         # original (the worker is inside the perimeter). An on-prem failure never falls back.
         fallback = routed.fallback_upstream
         if upstream.kind != "managed" or fallback is None or fallback not in gateway.upstreams:
-            gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
-            await _record_outcome(
-                gateway, ctx, decision_id, exc.status_code, upstream.name, None, type(exc).__name__
-            )
-            return error_response(exc, headers)
+            return await _upstream_failure(gateway, ctx, decision_id, upstream.name, exc, headers)
         gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
         logger.warning(
             "managed upstream %s failed (%s): falling back on-prem to %s",
@@ -221,17 +218,25 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
                 gateway, ctx, onprem, endpoint, outgoing, NullRestorer(), decision_id, headers
             )
         except GatewayError as exc2:
-            gateway.metrics.upstream_errors.labels(onprem.name, type(exc2).__name__).inc()
-            await _record_outcome(
-                gateway, ctx, decision_id, exc2.status_code, onprem.name, None, type(exc2).__name__
-            )
-            return error_response(exc2, headers)
+            return await _upstream_failure(gateway, ctx, decision_id, onprem.name, exc2, headers)
     except GatewayError as exc:
-        gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
-        await _record_outcome(
-            gateway, ctx, decision_id, exc.status_code, upstream.name, None, type(exc).__name__
-        )
-        return error_response(exc, headers)
+        return await _upstream_failure(gateway, ctx, decision_id, upstream.name, exc, headers)
+
+
+async def _upstream_failure(
+    gateway: Gateway,
+    ctx: RequestContext,
+    decision_id: str,
+    upstream: str,
+    exc: GatewayError,
+    headers: dict[str, str],
+) -> Response:
+    """Count the failure, record the outcome, answer OpenAI-shaped (before any byte was sent)."""
+    gateway.metrics.upstream_errors.labels(upstream, type(exc).__name__).inc()
+    await _record_outcome(
+        gateway, ctx, decision_id, exc.status_code, upstream, None, type(exc).__name__
+    )
+    return error_response(exc, headers)
 
 
 async def _refuse_rate_limited(gateway: Gateway, ctx: RequestContext, exc: RateLimited) -> Response:

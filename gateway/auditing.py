@@ -64,6 +64,7 @@ class TrailAudit:
 
     async def append_decision(self, ctx: RequestContext, routed: RoutedRequest) -> str:
         decision = routed.decision
+        texts = routed.texts if routed.texts is not None else extract_texts(ctx.body)
         record = DecisionRecord(
             identity=ctx.identity.spiffe_id,
             client_addr=ctx.client_addr,
@@ -77,7 +78,7 @@ class TrailAudit:
             policy_version=decision.policy_version,
             operations={k: v.value for k, v in decision.operations.items()},
             upstream=routed.upstream,
-            text_digests=tuple(text_digest(self._key, ref.text) for ref in extract_texts(ctx.body)),
+            text_digests=tuple(text_digest(self._key, ref.text) for ref in texts),
         )
         try:
             decision_id = await self._trail.append_decision(record)

@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from gateway.api.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from gateway.config import LimitsConfig
-from gateway.detect.findings import Finding
+from gateway.detect.findings import Finding, TextRef
 from gateway.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -73,6 +73,7 @@ class RoutedRequest:
     findings: tuple[Finding, ...] = ()
     upstream: str | None = None  # the upstream name the route resolves to
     fallback_upstream: str | None = None  # on-prem upstream if a managed one fails
+    texts: tuple[TextRef, ...] | None = field(default=None, repr=False)  # as detection saw them
     outgoing: dict[str, Any] | None = field(default=None, repr=False)  # sanitized body (managed)
     restorer: Restorer | None = None  # restores pseudonyms in the answer (managed)
 
@@ -182,7 +183,11 @@ async def read_json_body(request: Request, limits: LimitsConfig) -> Any:
         raise InvalidRequest(f"the request body is not valid JSON{where}") from None
 
 
-def texts_size(body: Mapping[str, Any]) -> int:
+def texts_size(body: Any) -> int:
+    """Characters in every string under ``messages`` and ``prompt`` (0 for a non-object body,
+    which schema validation then refuses)."""
+    if not isinstance(body, Mapping):
+        return 0
     total = 0
     stack: list[Any] = [body.get("messages"), body.get("prompt")]
     while stack:
@@ -197,9 +202,10 @@ def texts_size(body: Mapping[str, Any]) -> int:
 
 
 def parse_request(
-    endpoint: Endpoint, body: Any, limits: LimitsConfig
+    endpoint: Endpoint, body: Any, limits: LimitsConfig, *, text_chars: int
 ) -> ChatCompletionRequest | CompletionRequest:
-    """Validate the body against its endpoint's schema and the named limits."""
+    """Validate the body against its endpoint's schema and the named limits (``text_chars``:
+    :func:`texts_size` of the body, computed once by the caller, which also uses it)."""
     parsed: ChatCompletionRequest | CompletionRequest
     if endpoint is Endpoint.CHAT:
         parsed = parse_body(ChatCompletionRequest, body)
@@ -211,7 +217,7 @@ def parse_request(
             )
     else:
         parsed = parse_body(CompletionRequest, body)
-    size = texts_size(body)
+    size = text_chars
     if size > limits.max_text_chars:
         raise InvalidRequest(
             f"the request's texts hold {size} characters; the limit is {limits.max_text_chars}",

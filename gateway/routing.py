@@ -218,7 +218,11 @@ class PolicyRouter:
             decision = self._on_error(policy, "error:detect", type(exc).__name__)
         upstream, fallback = self._upstream_for(policy, decision)
         routed = RoutedRequest(
-            decision=decision, findings=findings, upstream=upstream, fallback_upstream=fallback
+            decision=decision,
+            findings=findings,
+            upstream=upstream,
+            fallback_upstream=fallback,
+            texts=tuple(texts),
         )
         if decision.action is not Action.MANAGED:
             return routed
