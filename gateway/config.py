@@ -99,6 +99,12 @@ class TimeoutConfig(_Frozen):
     read: Annotated[float, Field(gt=0)] = 120.0
     write: Annotated[float, Field(gt=0)] = 30.0
     pool: Annotated[float, Field(gt=0)] = 5.0
+    # Overall deadline of one upstream call: every retry, the status, the whole JSON body or the
+    # whole stream. ``read`` restarts at each byte, so alone it lets a drip of 1 byte/s hold a
+    # request for ever (issue 14). 600 s: the longest answer limits.max_tokens (8192) allows at
+    # ~15 tokens/s, a loaded on-prem worker; OpenAI's own SDK waits 600 s too. Lower it for
+    # managed APIs if their answers are short.
+    total: Annotated[float, Field(gt=0)] = 600.0
 
 
 class CircuitConfig(_Frozen):
@@ -121,6 +127,14 @@ class UpstreamConfig(_Frozen):
     model_map: Mapping[str, str] = Field(default_factory=dict)  # alias -> upstream model name
     timeout: TimeoutConfig = TimeoutConfig()
     max_connections: Annotated[int, Field(ge=1)] = 100
+    # Largest answer read from this upstream, in decoded bytes: a JSON body, or all the events of
+    # one stream together; past it the call fails with 502 upstream_answer_too_large and the
+    # connection is dropped (RSS stays bounded). 16 MiB: 8192 tokens with top-20 logprobs is about
+    # 5 MB, a plain answer a few tens of KB; an answer beyond that is a broken or hostile upstream.
+    max_answer_bytes: Annotated[int, Field(ge=1024)] = 16_777_216
+    # Largest single Server-Sent Event of a stream (all its lines). 1 MiB, httpx2's own default:
+    # an OpenAI chunk is a few hundred bytes (a few KB with logprobs or tool-call arguments).
+    max_sse_event_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     circuit: CircuitConfig = CircuitConfig()
     tls: UpstreamTLS = UpstreamTLS()
     ubiai: Mapping[str, Any] = Field(default_factory=dict)  # monitor_model, knowledge_base_ids
