@@ -35,6 +35,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointFormatError",
     "VerifierKey",
+    "key_fingerprint",
     "parse_checkpoint",
     "sign_checkpoint",
     "verifier_key",
@@ -58,6 +59,12 @@ class VerifierKey:
     def key_id_hex(self) -> str:
         return self.key_hash.hex()
 
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:<base64>`` of the DER SubjectPublicKeyInfo (as ``ssh-keygen -l`` prints
+        keys): what an auditor compares out of band."""
+        return key_fingerprint(self.public_key_pem)
+
     def verify(self, signature: bytes, message: bytes) -> bool:
         key = serialization.load_pem_public_key(self.public_key_pem)
         try:
@@ -70,6 +77,20 @@ class VerifierKey:
         except InvalidSignature:
             return False
         return True
+
+
+def key_fingerprint(public_key_pem: bytes) -> str:
+    """``SHA256:<unpadded base64 of SHA-256(DER SubjectPublicKeyInfo)>`` of a PEM public key."""
+    try:
+        key = serialization.load_pem_public_key(public_key_pem)
+    except ValueError:
+        raise AuditConfigError(
+            "not a PEM public key; export it with `bastion audit pubkey`"
+        ) from None
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
 
 
 def verifier_key(name: str, public_key_pem: bytes) -> VerifierKey:

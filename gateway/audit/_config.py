@@ -34,6 +34,9 @@ class AuditConfig(BaseModel):
     outcome_linger_ms: float = Field(default=20.0, ge=0, le=1_000)
     lock_timeout_s: float = Field(default=5.0, gt=0, le=300)
     max_record_bytes: int = Field(default=65_536, ge=1_024, le=16 * 1024 * 1024)
+    # Key rotation: PEM public keys of earlier checkpoint signers. `bastion audit verify --config`
+    # accepts checkpoints signed by them as well as by the configured signer.
+    retired_public_keys: tuple[Path, ...] = ()
     digest_key_file: Path | None = None
     digest_key_env: str | None = None
     # E-discovery: request bodies (and non-streamed answers) envelope-encrypted under a data

@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 from gateway.audit._chain import Entry, Head, SealedRecord
 from gateway.audit._checkpoint import VerifierKey
 
-__all__ = ["Store", "StoredRecord"]
+__all__ = ["Store", "StoredCheckpoint", "StoredRecord"]
 
 
 class StoredRecord(NamedTuple):
@@ -24,6 +24,15 @@ class StoredRecord(NamedTuple):
     time: str
     body: bytes
     hash: bytes
+
+
+class StoredCheckpoint(NamedTuple):
+    """A checkpoint row. ``size`` and ``time`` are unsigned copies of what the signed ``note``
+    says (``prune`` reads ``size``): ``verify`` checks they agree with it."""
+
+    size: int
+    time: str
+    note: str
 
 
 class Store(Protocol):
@@ -51,6 +60,10 @@ class Store(Protocol):
 
     def checkpoint_notes(self) -> list[str]:
         """Every stored checkpoint note, oldest first."""
+        ...
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint row (size and time columns with the note), oldest first."""
         ...
 
     def register_key(self, key: VerifierKey) -> None: ...

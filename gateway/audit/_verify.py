@@ -8,8 +8,13 @@ What each kind of tampering looks like to the verifier:
 * a record removed: a gap in the seqs (or, if the rest was renumbered, a body/position mismatch);
 * a record inserted: the next record chains onto the one *before* it;
 * a record changed and every later hash recomputed: the chain is consistent, but the first signed
-  checkpoint after it does not match; the records between the last matching checkpoint and that
-  one are named (which of them changed is not knowable without a signature per record);
+  checkpoint after it does not match. What is provable: the change lies after the last checkpoint
+  that matches and at or before the first that does not (that range is named, one record when
+  checkpoints are that close). Which record changed is provable only against another copy whose
+  chain a signed checkpoint vouches for (``reference``: a backup, an earlier copy): the first
+  record whose bytes differ from it is named;
+* an unsigned copy of a signed value edited: the checkpoint table's ``size`` and ``time`` columns
+  must say what the signed note says, and the head row must be the last record's seq, hash, time;
 * the tail truncated or rolled back: a checkpoint (stored or pinned by an auditor) covers more
   records than the store holds, or a different hash at its size;
 * records appended after the fact: nothing signed covers them, they are reported *uncovered*
@@ -19,9 +24,9 @@ What each kind of tampering looks like to the verifier:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from gateway.audit._chain import genesis_hash, link
+from gateway.audit._chain import Head, genesis_hash, link
 from gateway.audit._checkpoint import (
     Checkpoint,
     CheckpointFormatError,
@@ -29,6 +34,7 @@ from gateway.audit._checkpoint import (
     parse_checkpoint,
     verifier_key,
 )
+from gateway.audit._errors import AuditConfigError
 from gateway.audit._records import parse_envelope_tail
 from gateway.audit._store import Store, StoredRecord
 
@@ -43,6 +49,7 @@ class Problem:
     message: str
     seq: int | None = None
     record_id: str | None = None
+    through_seq: int | None = None  # "rewritten": the last record of the range concerned
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,10 @@ class VerifyReport:
     problems: tuple[Problem, ...]
     warnings: tuple[str, ...]
     first_uncovered_id: str | None = None
+    # The keys the checkpoints were checked against ("SHA256:…" fingerprints), and whether they
+    # were taken from the store itself (which proves consistency, not authorship).
+    key_fingerprints: tuple[str, ...] = ()
+    trusted_stored_keys: bool = False
 
     @property
     def ok(self) -> bool:
@@ -78,6 +89,15 @@ class VerifyReport:
             f"signed checkpoints matching the records: {self.checkpoints}; "
             f"covered through seq {self.covered_through}",
         ]
+        source = "taken from the store itself" if self.trusted_stored_keys else "pinned"
+        lines += [f"checkpoint key ({source}): {fp}" for fp in self.key_fingerprints]
+        if self.trusted_stored_keys:
+            lines.append(
+                "NOT PROVEN: who signed. The keys came from the trail's own key table, which "
+                "whoever can write the store can replace (re-chain, add a key, re-sign): this "
+                "run proves the trail is self-consistent, not that the gateway's signer wrote "
+                "it. Verify with --pubkey (a key kept out of band) or --config to prove that"
+            )
         lines += [f"warning: {w}" for w in self.warnings]
         if self.problems:
             lines.append(f"FAILED: {self.problems[0].message}")
@@ -90,7 +110,14 @@ class VerifyReport:
                 "after the fact (a running gateway covers them at its next checkpoint)"
             )
         if not self.problems:
-            lines.append("OK: every record chains and every checkpoint signature is valid")
+            lines.append(
+                "OK: every record chains and every checkpoint signature is valid"
+                + (
+                    " (under keys from the store: see NOT PROVEN)"
+                    if self.trusted_stored_keys
+                    else ""
+                )
+            )
         return "\n".join(lines)
 
 
@@ -144,35 +171,58 @@ def verify_store(
     store: Store,
     *,
     public_keys: Sequence[bytes] | None = None,
+    trust_stored_keys: bool = False,
     pinned: str | None = None,
+    reference: Store | None = None,
     max_problems: int = 20,
 ) -> VerifyReport:
-    """Verify the whole trail in ``store``. ``public_keys`` (PEM) pin the checkpoint keys; without
-    them the keys recorded in the store are used, which proves consistency but not authorship.
-    ``pinned`` is a checkpoint note an auditor saved earlier: the trail must still extend it."""
+    """Verify the whole trail in ``store`` against the pinned checkpoint keys ``public_keys``
+    (PEM; several for a rotated signer). Without them the call is refused unless
+    ``trust_stored_keys``: the keys recorded in the store prove consistency, not authorship, and
+    the report says so. ``pinned`` is a checkpoint note an auditor saved earlier: the trail must
+    still extend it. ``reference`` is another copy of the trail (a backup): where a re-chained
+    rewrite is found, the first record that differs from it is named."""
+    if not public_keys and not trust_stored_keys:
+        raise AuditConfigError(
+            "verify needs the checkpoint signer's public key: pass --pubkey FILE (kept out of "
+            "band, see `bastion audit pubkey`) or --config FILE (the configured signer); "
+            "--trust-stored-keys uses the keys stored in the trail, which proves nothing about "
+            "who signed it"
+        )
     with store.snapshot():
         if public_keys:
             keys = [verifier_key(store.origin, pem) for pem in public_keys]
         else:
             keys = store.keys()
         check = _Checker(store, keys, max_problems)
-        if not public_keys:
-            check.warnings.append(
-                "checkpoint keys were taken from the store itself; pass --pubkey to pin them"
-            )
-        valid = [
-            cp
-            for i, note in enumerate(store.checkpoint_notes(), 1)
-            if (cp := check.checkpoint(note, f"checkpoint #{i}")) is not None
-        ]
+        valid = []
+        for i, row in enumerate(store.checkpoints(), 1):
+            cp = check.checkpoint(row.note, f"checkpoint #{i}")
+            if cp is None:
+                continue
+            valid.append(cp)
+            if row.size != cp.size or row.time != cp.time:
+                column = "size" if row.size != cp.size else "time"
+                stored, signed = (row.size, cp.size) if column == "size" else (row.time, cp.time)
+                check.problems.append(
+                    Problem(
+                        "altered",
+                        f"checkpoint #{i}'s {column} column says {stored} but its signed note "
+                        f"says {signed}: the table's unsigned copy was edited",
+                    )
+                )
         pinned_cp = check.checkpoint(pinned, "the pinned checkpoint") if pinned else None
-        head_seq = store.head().seq
-        report = _replay(check, valid, pinned_cp, head_seq)
+        head = store.head()
+        report = _replay(check, valid, pinned_cp, head)
+    fingerprints = tuple(dict.fromkeys(k.fingerprint for k in keys))
+    report = replace(report, key_fingerprints=fingerprints, trusted_stored_keys=not public_keys)
+    if reference is not None and any(p.kind == "rewritten" for p in report.problems):
+        report = _locate_with_reference(report, store, reference, keys)
     return report
 
 
 def _replay(
-    check: _Checker, valid: list[Checkpoint], pinned: Checkpoint | None, head_seq: int
+    check: _Checker, valid: list[Checkpoint], pinned: Checkpoint | None, head: Head
 ) -> VerifyReport:
     store = check.store
     anchors = {cp.size: cp.head for cp in valid}
@@ -181,6 +231,7 @@ def _replay(
     first_seq = last_seq = count = 0
     prev2 = prev = b""
     expected = 1
+    last_hash, last_time = b"", ""
     for rec in store.records():
         count += 1
         if count == 1:
@@ -219,6 +270,7 @@ def _replay(
         if rec.seq in wanted:
             at[rec.seq] = computed
         last_seq, expected = rec.seq, rec.seq + 1
+        last_hash, last_time = rec.hash, rec.time
 
     covered, matching, last_ok = first_seq - 1 if count else 0, 0, first_seq - 1
     for cp in sorted(valid, key=lambda c: c.size):
@@ -248,12 +300,21 @@ def _replay(
                 )
             )
         elif at.get(cp.size) != cp.head:
+            if cp.size == last_ok + 1:
+                what = f"record seq {cp.size} was altered and its hash recomputed"
+            else:
+                what = (
+                    f"one of records {last_ok + 1}..{cp.size} was altered and the later hashes "
+                    "recomputed; the checkpoints prove no narrower range (pass --reference COPY "
+                    "to name the record)"
+                )
             check.problems.append(
                 Problem(
                     "rewritten",
                     f"records {last_ok + 1}..{cp.size} do not match the checkpoint signed "
-                    f"{cp.time}: one of them was altered and the later hashes recomputed",
+                    f"{cp.time}: {what}",
                     last_ok + 1,
+                    through_seq=cp.size,
                 )
             )
         else:
@@ -261,6 +322,7 @@ def _replay(
             covered = last_ok = cp.size
     if pinned is not None:
         _check_pinned(check, pinned, at, first_seq, last_seq)
+    head_seq = head.seq
     if head_seq > last_seq and count:
         check.problems.append(
             Problem(
@@ -270,11 +332,33 @@ def _replay(
                 last_seq + 1,
             )
         )
+    elif count and head_seq < last_seq:
+        check.problems.append(
+            Problem(
+                "inserted",
+                f"the store's head says {head_seq} records were written but the trail runs to "
+                f"seq {last_seq}: records {head_seq + 1}..{last_seq} were added beside the writer",
+                head_seq + 1,
+            )
+        )
+    head_problem = None
+    if count and head_seq == last_seq and (head.hash != last_hash or head.time != last_time):
+        # Most often a symptom of an edit named above (a truncation that forgot the head's
+        # time), so it is listed after the record problems.
+        column = "hash" if head.hash != last_hash else "time"
+        head_problem = Problem(
+            "altered",
+            f"the store's head row holds a {column} that is not record seq {last_seq}'s: "
+            "the head (an unsigned copy of the last record's hash and time) was edited",
+            last_seq,
+        )
     first_uncovered_id = None
     if count and covered < last_seq:
         nxt = next(iter(store.records(after_seq=covered)), None)
         first_uncovered_id = nxt.record_id if nxt else None
     problems = sorted(check.problems, key=lambda p: p.seq if p.seq is not None else 0)
+    if head_problem is not None:
+        problems.append(head_problem)
     problems = problems[: check.max_problems]
     return VerifyReport(
         location=store.location,
@@ -354,3 +438,52 @@ def _check_pinned(
                 None,
             )
         )
+
+
+def _locate_with_reference(
+    report: VerifyReport, store: Store, reference: Store, keys: Sequence[VerifierKey]
+) -> VerifyReport:
+    """Name the first record of each rewritten range whose bytes differ from ``reference``,
+    where the reference's own chain is vouched for by a signed checkpoint under ``keys``."""
+    ref = verify_store(
+        reference, public_keys=[k.public_key_pem for k in keys], trust_stored_keys=True
+    )
+    if reference.origin != store.origin or ref.problems:
+        why = ref.problems[0].message if ref.problems else "it is another log's copy"
+        return replace(
+            report,
+            warnings=(*report.warnings, f"the reference copy does not verify ({why}); unused"),
+        )
+    problems = []
+    for problem in report.problems:
+        if problem.kind != "rewritten" or problem.seq is None or problem.through_seq is None:
+            problems.append(problem)
+            continue
+        end = min(problem.through_seq, ref.covered_through)
+        found = None
+        if problem.seq <= end:
+            ours = store.records(after_seq=problem.seq - 1)
+            theirs = reference.records(after_seq=problem.seq - 1)
+            for mine, good in zip(ours, theirs, strict=False):
+                if good.seq > end:
+                    break
+                if mine.seq != good.seq or mine.body != good.body:
+                    found = (mine, good)
+                    break
+        if found is None:
+            problems.append(problem)
+            continue
+        mine, good = found
+        if any(p.kind == "altered" and p.seq == mine.seq for p in problems):
+            continue  # later checkpoints' ranges lead back to the same record
+        problems.append(
+            Problem(
+                "altered",
+                f"{_name(mine)} was altered and the later hashes recomputed: its bytes differ "
+                f"from the reference copy {reference.location}, whose chain the signed "
+                f"checkpoints vouch for through seq {ref.covered_through}",
+                mine.seq,
+                mine.record_id,
+            )
+        )
+    return replace(report, problems=tuple(problems))

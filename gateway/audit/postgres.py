@@ -19,7 +19,7 @@ from gateway.audit._chain import Entry, Head, SealedRecord, genesis_hash, seal
 from gateway.audit._checkpoint import VerifierKey
 from gateway.audit._errors import AuditConfigError, AuditUnavailable
 from gateway.audit._records import rfc3339_now
-from gateway.audit._store import StoredRecord
+from gateway.audit._store import StoredCheckpoint, StoredRecord
 from pki.secret import Secret
 
 __all__ = ["PostgresStore"]
@@ -219,6 +219,11 @@ class PostgresStore:
         with self._reading() as conn:
             rows = conn.execute("SELECT note FROM audit_checkpoints ORDER BY id").fetchall()
         return [str(r[0]) for r in rows]
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        with self._reading() as conn:
+            rows = conn.execute("SELECT size, time, note FROM audit_checkpoints ORDER BY id")
+            return [StoredCheckpoint(int(size), str(time), str(note)) for size, time, note in rows]
 
     def keys(self) -> list[VerifierKey]:
         with self._reading() as conn:

@@ -22,7 +22,7 @@ from gateway.audit._chain import Entry, Head, SealedRecord, genesis_hash, seal
 from gateway.audit._checkpoint import VerifierKey
 from gateway.audit._errors import AuditConfigError, AuditUnavailable
 from gateway.audit._records import rfc3339_now
-from gateway.audit._store import StoredRecord
+from gateway.audit._store import StoredCheckpoint, StoredRecord
 
 __all__ = ["SqliteStore"]
 
@@ -50,6 +50,14 @@ def _bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
     return str(value).encode("utf-8", "surrogateescape")
+
+
+def _int(value: object) -> int:
+    # An edited row may hold any type in an INTEGER column; -1 never equals a signed size.
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1
 
 
 def _record(row: tuple[object, ...]) -> StoredRecord:
@@ -270,6 +278,12 @@ class SqliteStore:
             return [
                 str(r[0]) for r in conn.execute("SELECT note FROM audit_checkpoints ORDER BY id")
             ]
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        with self._reading() as conn:
+            rows = conn.execute("SELECT size, time, note FROM audit_checkpoints ORDER BY id")
+            # Columns are read as stored (an edit may have put text in ``size``): verify compares.
+            return [StoredCheckpoint(_int(size), str(time), str(note)) for size, time, note in rows]
 
     def keys(self) -> list[VerifierKey]:
         with self._reading() as conn:

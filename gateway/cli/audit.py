@@ -4,9 +4,17 @@ The store comes from ``--config FILE`` (the gateway config's ``audit:`` section)
 from ``--sqlite PATH`` / ``--dsn DSN`` (a DSN's password is better left to ``PGPASSWORD`` or
 ``~/.pgpass``: the command line is visible in ``ps``).
 
-``verify`` exits 0 when every record chains and is covered by a valid signed checkpoint, 1 when
-something was altered (the first problem is named), 2 when records after the last checkpoint
-are not yet covered (pass ``--allow-uncovered`` to accept that for a running gateway).
+``verify`` checks the checkpoints against a PINNED key, never only the keys stored beside the
+records (whoever can write the store can add a key and re-sign): with ``--config`` the configured
+signer's public key (the HSM's or the key file's) plus ``audit.retired_public_keys`` (a rotated
+signer's earlier keys); with ``--sqlite``/``--dsn`` the ``--pubkey`` files (repeatable, for
+rotation), or ``--trust-stored-keys``, whose output says what it does not prove. It exits 0 when
+every record chains and is covered by a valid signed checkpoint, 1 when something was altered
+(the first problem is named), 2 when records after the last checkpoint are not yet covered (pass
+``--allow-uncovered`` to accept that for a running gateway).
+
+``pubkey`` prints the signer's public key (PEM) with its ``SHA256:`` fingerprint, for the
+auditor to keep out of band.
 """
 
 from __future__ import annotations
@@ -45,8 +53,20 @@ def register(subparsers: Any) -> None:
         type=Path,
         action="append",
         default=[],
-        help="PEM public key the checkpoints must be signed with (repeatable; default: the "
-        "keys recorded in the store, which proves consistency but not authorship)",
+        help="PEM public key the checkpoints must be signed with (repeatable, for a rotated "
+        "signer); required with --sqlite/--dsn unless --trust-stored-keys",
+    )
+    verify.add_argument(
+        "--trust-stored-keys",
+        action="store_true",
+        help="use the keys recorded in the store itself: proves consistency, NOT authorship",
+    )
+    verify.add_argument(
+        "--reference",
+        type=Path,
+        metavar="PATH",
+        help="an earlier SQLite copy of the trail (a backup): names the first record that "
+        "differs from it when a rewrite was re-chained",
     )
     verify.add_argument(
         "--checkpoint", type=Path, help="a checkpoint saved earlier: detects truncation/rollback"
@@ -76,12 +96,18 @@ def register(subparsers: Any) -> None:
     checkpoint.add_argument("--output", type=Path, help="also save it here (for --checkpoint)")
     checkpoint.set_defaults(func=_checkpoint)
 
-    pubkey = sub.add_parser("pubkey", help="print the checkpoint public key(s) as PEM")
+    pubkey = sub.add_parser(
+        "pubkey", help="print the checkpoint public key (PEM) with its fingerprint"
+    )
     source = pubkey.add_mutually_exclusive_group(required=True)
     source.add_argument("--signing-key", type=Path, help="derive it from this Ed25519 key file")
-    source.add_argument("--config", type=Path, help="the keys recorded in the configured store")
-    source.add_argument("--sqlite", type=Path, metavar="PATH")
-    source.add_argument("--dsn")
+    source.add_argument(
+        "--config", type=Path, help="the configured signer's key (signing: HSM or key file)"
+    )
+    source.add_argument(
+        "--sqlite", type=Path, metavar="PATH", help="the keys stored in this trail (unverified)"
+    )
+    source.add_argument("--dsn", help="the keys stored in this trail (unverified)")
     pubkey.add_argument("--passphrase-file", type=Path, help="the signing key's passphrase")
     pubkey.set_defaults(func=_pubkey)
 
@@ -107,12 +133,9 @@ def register(subparsers: Any) -> None:
 # -- store selection --------------------------------------------------------------------------
 
 
-def _config_from_yaml(path: Path) -> AuditConfig:
-    from pydantic import ValidationError
+def _document(path: Path) -> dict[str, Any]:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
-
-    from gateway.audit import AuditConfig
 
     try:
         document = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
@@ -122,17 +145,67 @@ def _config_from_yaml(path: Path) -> AuditConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         raise AuditConfigError(f"{path}{where}: not valid YAML") from None
-    section = document.get("audit") if isinstance(document, dict) else None
+    return document if isinstance(document, dict) else {}
+
+
+def _relative(path: Path, value: object) -> object:
+    if isinstance(value, str) and not Path(value).is_absolute():
+        return str(path.parent / value)
+    return value
+
+
+def _config_from_yaml(path: Path) -> AuditConfig:
+    from pydantic import ValidationError
+
+    from gateway.audit import AuditConfig
+
+    section = _document(path).get("audit")
     if not isinstance(section, dict):
         raise AuditConfigError(f"{path} has no 'audit:' section; add one or use --sqlite/--dsn")
-    if isinstance(section.get("path"), str) and not Path(section["path"]).is_absolute():
-        section["path"] = str(path.parent / section["path"])
+    if "path" in section:
+        section["path"] = _relative(path, section["path"])
+    retired = section.get("retired_public_keys")
+    if isinstance(retired, list):
+        section["retired_public_keys"] = [_relative(path, p) for p in retired]
     try:
         return AuditConfig(**section)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "audit"
         raise AuditConfigError(f"{path}: audit.{field}: {first['msg']}") from None
+
+
+def _configured_public_keys(path: Path) -> list[bytes]:
+    """The configured signer's public key (``signing:``: HSM or key file), then the retired
+    ones (``audit.retired_public_keys``). Reads only the sections it needs."""
+    from pki.signing import FileSigner
+
+    document = _document(path)
+    audit = _config_from_yaml(path)
+    signing = document.get("signing")
+    signing = signing if isinstance(signing, dict) else {}
+    keys: list[bytes] = []
+    if signing.get("hsm") is True:
+        from pki.hsm import HsmSession, HsmSettings, HsmSigner
+
+        hsm = document.get("hsm")
+        if not isinstance(hsm, dict):
+            raise AuditConfigError(f"{path}: signing.hsm is true but there is no 'hsm:' section")
+        for key in ("module", "pin_file"):
+            if key in hsm:
+                hsm[key] = _relative(path, hsm[key])
+        with HsmSession(HsmSettings.model_validate(hsm).resolve()) as session:
+            keys.append(HsmSigner(session).public_key_pem())
+    elif isinstance(signing.get("key_file"), str):
+        key_file = Path(str(_relative(path, signing["key_file"])))
+        keys.append(FileSigner.load(key_file, key_id=key_file.stem).public_key_pem())
+    else:
+        raise AuditConfigError(
+            f"{path} names no checkpoint signer (signing.key_file or signing.hsm: true); "
+            "verify with --pubkey instead"
+        )
+    keys += [_read_key(retired) for retired in audit.retired_public_keys]
+    return keys
 
 
 def _open(args: argparse.Namespace) -> Store:
@@ -157,15 +230,25 @@ def _signer(path: Path, passphrase_file: Path | None) -> FileSigner:
 # -- actions ----------------------------------------------------------------------------------
 
 
+def _read_key(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AuditConfigError(f"cannot read public key {path}: {exc.strerror}") from None
+
+
 def _verify(args: argparse.Namespace) -> int:
     from gateway.audit import verify_store
 
-    keys = []
-    for path in args.pubkey:
-        try:
-            keys.append(path.read_bytes())
-        except OSError as exc:
-            raise AuditConfigError(f"cannot read public key {path}: {exc.strerror}") from None
+    keys = [_read_key(path) for path in args.pubkey]
+    if args.config is not None:
+        keys = _configured_public_keys(args.config) + keys
+    elif not keys and not args.trust_stored_keys:
+        raise AuditConfigError(
+            "verify --sqlite/--dsn needs the signer's public key: pass --pubkey FILE (the key "
+            "the auditor keeps, from `bastion audit pubkey --config`), or --trust-stored-keys to "
+            "accept the keys stored in the trail (which does not prove who signed it)"
+        )
     pinned = None
     if args.checkpoint is not None:
         try:
@@ -173,10 +256,23 @@ def _verify(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise AuditConfigError(f"cannot read checkpoint {args.checkpoint}: {exc}") from None
     store = _open(args)
+    reference = None
     try:
-        report = verify_store(store, public_keys=keys or None, pinned=pinned)
+        if args.reference is not None:
+            from gateway.audit import AuditConfig, open_store
+
+            reference = open_store(AuditConfig(backend="sqlite", path=args.reference))
+        report = verify_store(
+            store,
+            public_keys=keys or None,
+            trust_stored_keys=args.trust_stored_keys and not keys,
+            pinned=pinned,
+            reference=reference,
+        )
     finally:
         store.close()
+        if reference is not None:
+            reference.close()
     print(report.summary())
     if not report.ok:
         return 1
@@ -239,9 +335,24 @@ def _checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_key(pem: bytes, label: str) -> None:
+    from gateway.audit._checkpoint import key_fingerprint
+
+    # Text before "-----BEGIN" is ignored by PEM readers (RFC 7468 §2), so the output is still
+    # a usable --pubkey file.
+    sys.stdout.write(f"# {label}\n# fingerprint {key_fingerprint(pem)}\n{pem.decode()}")
+
+
 def _pubkey(args: argparse.Namespace) -> int:
     if args.signing_key is not None:
-        sys.stdout.write(_signer(args.signing_key, args.passphrase_file).public_key_pem().decode())
+        pem = _signer(args.signing_key, args.passphrase_file).public_key_pem()
+        _print_key(pem, f"checkpoint signer (key file {args.signing_key.name})")
+        return 0
+    if args.config is not None:
+        pems = _configured_public_keys(args.config)
+        _print_key(pems[0], "checkpoint signer (configured)")
+        for pem in pems[1:]:
+            _print_key(pem, "retired checkpoint signer (audit.retired_public_keys)")
         return 0
     store = _open(args)
     try:
@@ -251,8 +362,11 @@ def _pubkey(args: argparse.Namespace) -> int:
     if not keys:
         raise AuditConfigError("the trail has no checkpoint key recorded yet")
     for key in keys:
-        print(f"# {key.name} {key.algorithm} key id {key.key_id_hex}", file=sys.stderr)
-        sys.stdout.write(key.public_key_pem.decode())
+        _print_key(
+            key.public_key_pem,
+            f"{key.name} {key.algorithm} key id {key.key_id_hex}, as stored in the trail "
+            "(unverified: compare the fingerprint with the one you hold)",
+        )
     return 0
 
 

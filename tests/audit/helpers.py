@@ -66,7 +66,9 @@ def assert_trail_verifies(
     """Fail unless the trail verifies (and is fully covered, unless ``allow_uncovered``)."""
     with _store_of(target) as store:
         keys = list(public_keys) if public_keys is not None else None
-        report = _verify_store(store, public_keys=keys, pinned=pinned)
+        report = _verify_store(
+            store, public_keys=keys, trust_stored_keys=keys is None, pinned=pinned
+        )
     assert report.ok, report.summary()
     if not allow_uncovered:
         assert report.uncovered == 0, report.summary()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.audit import AuditConfig, OutcomeRecord, open_audit_trail
+from gateway.audit._checkpoint import key_fingerprint
 from gateway.cli import main
 from pki.signing import FileSigner
 from tests.audit.helpers import assert_trail_verifies, sample_decision
@@ -101,9 +102,13 @@ def test_checkpoint_saved_then_pinned(
 def test_pubkey_from_store_matches_signing_key(
     trail_db: Path, signer: FileSigner, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """pubkey prints the key the gateway registered, the same PEM as the signing key's."""
+    """pubkey prints the key the gateway registered (the signing key's PEM), labelled as the
+    store's unverified copy and with its fingerprint."""
     assert main(["audit", "pubkey", "--sqlite", str(trail_db)]) == 0
-    assert capsys.readouterr().out.encode() == signer.public_key_pem()
+    out = capsys.readouterr().out
+    assert out.endswith(signer.public_key_pem().decode())
+    assert "unverified" in out
+    assert f"# fingerprint {key_fingerprint(signer.public_key_pem())}\n" in out
 
 
 def test_prune_keeps_the_rest_verifiable(
@@ -141,12 +146,13 @@ def test_prune_refuses_a_tampered_trail(
 @pytest.mark.parametrize(
     ("yaml_text", "code", "message"),
     [
-        ("audit:\n  path: trail.db\n", 0, "OK"),
+        ("audit:\n  path: trail.db\nsigning:\n  key_file: keys/audit.pem\n", 0, "OK"),
+        ("audit:\n  path: trail.db\n", 1, "names no checkpoint signer"),
         ("audit:\n  path: trail.db\n  sanitize: x\n", 1, "audit.sanitize: Extra inputs"),
         ("gateway: {}\n", 1, "has no 'audit:' section"),
         ("audit: [\n", 1, "not valid YAML"),
     ],
-    ids=["good", "unknown-key", "no-section", "bad-yaml"],
+    ids=["good", "no-signer", "unknown-key", "no-section", "bad-yaml"],
 )
 def test_config_file_selects_the_store(
     trail_db: Path,

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import sqlite3
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pytest
 
 from gateway.audit import AuditConfig, open_audit_trail
 from gateway.audit._chain import link
-from gateway.audit._checkpoint import sign_checkpoint
+from gateway.audit._checkpoint import sign_checkpoint, verifier_key
 from gateway.audit._records import envelope
 from gateway.cli import main
 from pki.signing import FileSigner
@@ -160,16 +161,38 @@ def rewrite_and_rehash(conn: sqlite3.Connection, b: Built) -> None:
     _rechain(conn, 7)
 
 
-def rewrite_and_resign(conn: sqlite3.Connection, b: Built) -> None:
-    """The attacker rewrites, rehashes, and re-signs every checkpoint with a key of their own."""
+def _resign(conn: sqlite3.Connection, b: Built) -> FileSigner:
+    """Rewrite, rehash, and re-sign every checkpoint (same size and time) with a new key."""
     rewrite_and_rehash(conn, b)
-    forger = FileSigner.generate(b.key.with_name(f"forger-{id(conn)}.pem"), key_id="x")
-    for cid, size in conn.execute("SELECT id, size FROM audit_checkpoints").fetchall():
+    forger = FileSigner.generate(b.key.with_name(f"forger-{uuid.uuid4().hex}.pem"), key_id="x")
+    rows = conn.execute("SELECT id, size, time FROM audit_checkpoints").fetchall()
+    for cid, size, time in rows:
         (head,) = conn.execute("SELECT hash FROM audit_records WHERE seq = ?", (size,)).fetchone()
         note = sign_checkpoint(
-            forger, origin="bastion.local/audit", size=size, head=head, time="t", reason="x"
+            forger, origin="bastion.local/audit", size=size, head=head, time=time, reason="x"
         )
         conn.execute("UPDATE audit_checkpoints SET note = ? WHERE id = ?", (note, cid))
+    return forger
+
+
+def rewrite_and_resign(conn: sqlite3.Connection, b: Built) -> None:
+    """The attacker rewrites, rehashes, and re-signs every checkpoint with a key of their own."""
+    _resign(conn, b)
+
+
+def checkpoint_size_column(conn: sqlite3.Connection, b: Built) -> None:
+    """Only the unsigned copy: ``prune`` reads this column, so it must not be trusted."""
+    conn.execute("UPDATE audit_checkpoints SET size = 999 WHERE size = 10")
+
+
+def checkpoint_time_column(conn: sqlite3.Connection, b: Built) -> None:
+    conn.execute(
+        "UPDATE audit_checkpoints SET time = '2000-01-01T00:00:00.000000Z' WHERE size = 15"
+    )
+
+
+def head_hash(conn: sqlite3.Connection, b: Built) -> None:
+    conn.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (b"\x00" * 32,))
 
 
 def untouched(conn: sqlite3.Connection, b: Built) -> None:
@@ -178,9 +201,13 @@ def untouched(conn: sqlite3.Connection, b: Built) -> None:
 
 Tamper = Callable[[sqlite3.Connection, Built], None]
 
-CASES: list[tuple[Tamper, bool, int, tuple[str, ...]]] = [
-    (untouched, False, 0, ("OK", "covered through seq 20")),
+CASES: list[tuple[Tamper, bool | str, int, tuple[str, ...]]] = [
+    (untouched, False, 0, ("OK", "covered through seq 20", "checkpoint key (pinned): SHA256:")),
     (untouched, True, 0, ("OK",)),
+    (checkpoint_size_column, False, 1, ("checkpoint #2's size column says 999", "says 10")),
+    (checkpoint_time_column, False, 1, ("checkpoint #3's time column says 2000-01-01",)),
+    (head_hash, False, 1, ("head row holds a hash that is not record seq 20's",)),
+    (rewrite_and_rehash, "reference", 1, ("record seq 7 (id", "differ from the reference copy")),
     (change_field, False, 1, ("record seq 5", "altered")),
     (delete_record, False, 1, ("record seq 8 is missing",)),
     (swap_records, False, 1, ("record seq 12", "its signed body is record seq 13")),
@@ -197,6 +224,10 @@ CASES: list[tuple[Tamper, bool, int, tuple[str, ...]]] = [
 IDS = [
     "control",
     "control-pinned",
+    "checkpoint-size-column-edited",
+    "checkpoint-time-column-edited",
+    "head-hash-edited",
+    "changed-and-rehashed-named-by-reference-copy",
     "field-changed",
     "record-deleted",
     "records-swapped",
@@ -218,7 +249,7 @@ def test_verify_names_the_tampering(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     tamper: Tamper,
-    pin: bool,
+    pin: bool | str,
     exit_code: int,
     expected: tuple[str, ...],
 ) -> None:
@@ -230,7 +261,9 @@ def test_verify_names_the_tampering(
         tamper(conn, built)
         conn.commit()
     argv = ["audit", "verify", "--sqlite", str(db), "--pubkey", str(built.pubkey)]
-    if pin:
+    if pin == "reference":
+        argv += ["--reference", str(built.at10)]
+    elif pin:
         argv += ["--checkpoint", str(built.pinned)]
     code = main(argv)
     out = capsys.readouterr().out
@@ -242,10 +275,58 @@ def test_verify_names_the_tampering(
         assert expected[0] in first, out
 
 
-def test_unpinned_verify_warns(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --pubkey verify still works but says the keys came from the store itself."""
-    assert main(["audit", "verify", "--sqlite", str(built.db)]) == 0
-    assert "pass --pubkey to pin them" in capsys.readouterr().out
+def forge_with_own_key(conn: sqlite3.Connection, b: Built) -> None:
+    """The issue's attack: re-chain after an edit, add one's own key to the key table and
+    re-sign the checkpoints with it."""
+    forger = _resign(conn, b)
+    key = verifier_key("bastion.local/audit", forger.public_key_pem())
+    conn.execute("DELETE FROM audit_keys")
+    conn.execute(
+        "INSERT INTO audit_keys VALUES (?, ?, ?, ?, 't')",
+        (key.key_hash, key.name, key.algorithm, key.public_key_pem),
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "exit_code", "stream", "expected"),
+    [
+        ([], 1, "err", "needs the signer's public key"),
+        (["--pubkey"], 1, "out", "signed by an unknown key"),
+        (["--config"], 1, "out", "signed by an unknown key"),
+        (["--trust-stored-keys"], 0, "out", "NOT PROVEN: who signed"),
+    ],
+    ids=["no-key-refused", "pinned-pubkey-catches", "config-signer-catches", "trust-stored-says"],
+)
+def test_forged_key_resign_needs_a_pinned_key(
+    built: Built,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    exit_code: int,
+    stream: str,
+    expected: str,
+) -> None:
+    """A re-chained, re-signed trail with the forger's key in the key table is refused unless
+    a pinned key (--pubkey or the configured signer) is used; --trust-stored-keys accepts it
+    but its output says that authorship is not proven."""
+    db = tmp_path / "trail.db"
+    _copy(built.db, db)
+    with closing(sqlite3.connect(db)) as conn:
+        forge_with_own_key(conn, built)
+        conn.commit()
+    argv = ["audit", "verify", "--sqlite", str(db)]
+    if flags == ["--pubkey"]:
+        argv += ["--pubkey", str(built.pubkey)]
+    elif flags == ["--config"]:
+        config = tmp_path / "bastion.yaml"
+        config.write_text(f"audit:\n  path: {db}\nsigning:\n  key_file: {built.key}\n")
+        argv = ["audit", "verify", "--config", str(config)]
+    else:
+        argv += flags
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == exit_code, captured
+    assert expected in getattr(captured, stream), captured
 
 
 def test_chain_hash_is_sha256_of_prev_and_body(built: Built) -> None:
