@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import socket
@@ -86,7 +85,9 @@ def build_gateway(
 
     secret_store = None
     if config.secrets is not None:
-        secret_store = importlib.import_module("gateway.secrets").open_secret_store(config)
+        from gateway.secrets import open_secret_store  # loads the HSM layer only when configured
+
+        secret_store = open_secret_store(config)
     upstreams = {
         name: build_upstream(name, up, secret_store) for name, up in config.upstreams.items()
     }

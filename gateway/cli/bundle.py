@@ -28,7 +28,7 @@ _KEY_ID = "bastion-bundle"
 
 
 def register(subparsers: Any) -> None:
-    from gateway.cli.hsm import add_hsm_options
+    from pki.cli.hsm import add_hsm_options
 
     parser = subparsers.add_parser("bundle", help="signed offline bundle: build, lock, keygen")
     sub = parser.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
@@ -88,7 +88,7 @@ def _passphrase(args: argparse.Namespace) -> Secret | None:
 
 def _signer(args: argparse.Namespace) -> Signer:
     if args.hsm:
-        from gateway.cli.hsm import hsm_config_from_args
+        from pki.cli.hsm import hsm_config_from_args
         from pki.hsm import HsmSession, HsmSigner
 
         session = HsmSession(hsm_config_from_args(args))

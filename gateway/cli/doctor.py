@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
-import importlib.util
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import partial
+from importlib.util import find_spec  # presence of an installed package; it imports nothing
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +92,14 @@ def _python() -> str:
 def _packages() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    missing = [m for m in _REQUIRED_MODULES if importlib.util.find_spec(m) is None]
+    missing = [m for m in _REQUIRED_MODULES if find_spec(m) is None]
     if missing:
         raise CheckFailed(f"not installed: {', '.join(missing)}; reinstall from the bundle")
     try:
         own = version("bastion-gateway")
     except PackageNotFoundError:
         own = "source checkout"
-    worker = "with" if importlib.util.find_spec("torch") is not None else "without"
+    worker = "with" if find_spec("torch") is not None else "without"
     return f"bastion-gateway {own}, {len(_REQUIRED_MODULES)} runtime packages, {worker} the worker"
 
 
@@ -268,18 +267,17 @@ def _worker_checks(path: Path) -> Iterator[Check]:
 
 def _artifact(path: Path, settings: Any) -> str:
     try:
-        artifact = importlib.import_module("inference.artifact")
+        from inference.artifact import inspect_artifact
+
         # The AAD binding a data key to its model id lives with the artifact format.
-        fmt = importlib.import_module("inference.artifact._format")
-    except ImportError as exc:
+        from inference.artifact._format import data_key_aad
+    except ImportError as exc:  # a gateway-only installation (no worker packages)
         raise CheckFailed(f"the worker packages are not installed ({exc.name})") from None
     from pki.hsm import HsmSession
 
-    header = artifact.inspect_artifact(path)
+    header = inspect_artifact(path)
     with HsmSession(settings.resolve()) as session:
-        key = session.unwrap_data_key_plaintext(
-            header.data_key, aad=fmt.data_key_aad(header.model_id)
-        )
+        key = session.unwrap_data_key_plaintext(header.data_key, aad=data_key_aad(header.model_id))
         key[:] = bytes(len(key))
     return (
         f"{path.name}: model {header.model_id!r}, {header.plaintext_bytes / 1e6:.0f} MB, "

@@ -11,7 +11,6 @@ Request text is never printed: ``explain`` shows each finding's first and last c
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,7 +201,9 @@ def _explain(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.policy)
     body = _read_request(args.request)
-    texts: list[TextRef] = importlib.import_module("gateway.detect.texts").extract_texts(body)
+    from gateway.detect.texts import extract_texts
+
+    texts: list[TextRef] = extract_texts(body)
     analyze = detector_for(policy)
     findings = analyze(body)
     model = args.model or str(body.get("model") or "default")

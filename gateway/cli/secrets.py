@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.hsm import add_hsm_options, hsm_config_from_args
+from pki.cli.hsm import add_hsm_options, hsm_config_from_args
 
 __all__ = ["ENV_SECRETS_FILE", "register"]
 

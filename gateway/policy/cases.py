@@ -7,7 +7,6 @@ same pure :func:`decide` the gateway runs.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from gateway.policy._schema import load_schema, schema_issues
 from gateway.policy._yaml import read_yaml_file
 from gateway.policy.decision import Decision, RequestFacts
 from gateway.policy.engine import DEFAULT_RULE_ID, decide
-from gateway.policy.errors import Issue, PolicyFileError, PolicyTestError
+from gateway.policy.errors import Issue, PolicyFileError
 from gateway.policy.model import Policy
 
 __all__ = [
@@ -121,18 +120,12 @@ def load_cases(path: str | Path) -> tuple[PolicyCase, ...]:
 
 def detector_for(policy: Policy) -> Analyzer:
     """Real detection for ``policy``: ``gateway.detect.Detector`` over ``extract_texts(body)``."""
-    try:
-        detect = importlib.import_module("gateway.detect")
-        texts = importlib.import_module("gateway.detect.texts")
-        detector = detect.Detector(policy.detection)
-    except (ImportError, AttributeError) as exc:
-        raise PolicyTestError(
-            f"detection is not available ({type(exc).__name__}: {exc}); "
-            "install the gateway with its detection dependencies"
-        ) from None
+    from gateway.detect import Detector, extract_texts
+
+    detector = Detector(policy.detection)
 
     def analyze(body: Mapping[str, Any]) -> list[Finding]:
-        findings: list[Finding] = detector.analyze(texts.extract_texts(body))
+        findings: list[Finding] = detector.analyze(extract_texts(body))
         return findings
 
     return analyze

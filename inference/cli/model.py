@@ -1,21 +1,21 @@
-"""``bastion model``: import-gguf, encrypt, inspect (and quantize, from ``inference.quantize``).
+"""``bastion model``: import-gguf, encrypt, inspect, quantize.
 
 ``import-gguf GGUF --out DIR`` turns a GGUF file into an HF model directory, offline.
 ``encrypt SRC --out FILE`` writes one encrypted artifact (data key wrapped by the HSM's KEK).
 ``inspect FILE`` prints header facts without any key.
+``quantize SRC`` quantizes and reports the quality traded (:mod:`inference.quantize`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.hsm import add_hsm_options, hsm_config_from_args
+from inference.quantize import register_quantize
+from pki.cli.hsm import add_hsm_options, hsm_config_from_args
 
 __all__ = ["register"]
 
@@ -23,7 +23,9 @@ _MB = 1024 * 1024
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("model", help="model artifacts: import-gguf, encrypt, inspect")
+    parser = subparsers.add_parser(
+        "model", help="model artifacts: import-gguf, encrypt, inspect, quantize"
+    )
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
     gguf = sub.add_parser("import-gguf", help="GGUF file → HF model directory (offline)")
@@ -51,11 +53,7 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(func=_inspect)
 
-    # `bastion model quantize` (issue #7) lives with the worker; it registers itself when present.
-    if importlib.util.find_spec("inference.quantize") is not None:
-        hook = getattr(importlib.import_module("inference.quantize"), "register_quantize", None)
-        if callable(hook):
-            hook(sub)
+    register_quantize(sub)  # the quantizer's own options, beside its code
 
 
 def _import_gguf(args: argparse.Namespace) -> int:
