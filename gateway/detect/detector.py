@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from gateway.detect._base import Candidate
 from gateway.detect._custom import compile_deny_list, compile_recognizer
 from gateway.detect._fields import find_fields
-from gateway.detect._normalize import NormalizedText, normalize
+from gateway.detect._normalize import NormalizedText, ascii_skeleton, normalize, structured_view
 from gateway.detect._people import find_addresses, find_names
 from gateway.detect._public import is_public_figure, public_figure_spans
 from gateway.detect._secrets import find_secrets
@@ -178,7 +178,8 @@ class Detector:
             for index, candidate in self._ner(normalized):
                 per_text[index].append(candidate)
         plain = [i for i, ref in enumerate(texts) if ARGS_POINTER_SEP not in ref.path]
-        for k, candidate in find_split_values([normalized[i].text for i in plain]):
+        pieces = [structured_view(normalized[i].text) for i in plain]
+        for k, candidate in find_split_values(pieces):
             per_text[plain[k]].append(candidate)
         findings: list[Finding] = []
         for ref, norm, candidates in zip(texts, normalized, per_text, strict=True):
@@ -188,8 +189,9 @@ class Detector:
     # -- recognizers ------------------------------------------------------------------------
     def _own(self, text: str) -> list[Candidate]:
         found: list[Candidate] = []
-        found.extend(find_secrets(text))
-        found.extend(find_structured(text))
+        found.extend(find_secrets(ascii_skeleton(text)))
+        # "536_22_4197": ``_`` separates the parts of a structured identifier (same offsets).
+        found.extend(find_structured(structured_view(text)))
         found.extend(find_fields(text))
         found.extend(find_names(text))
         found.extend(find_addresses(text))
