@@ -36,7 +36,16 @@ async def chat(request: Request) -> Response:
     return Response(json.dumps(answer), media_type="application/json")
 
 
-app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+async def healthz(request: Request) -> Response:
+    return Response("ok")
+
+
+app = Starlette(
+    routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
