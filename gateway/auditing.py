@@ -1,8 +1,10 @@
 """The request path's audit step: decision and outcome records into ``gateway.audit``.
 
 Texts enter the trail only as keyed digests (HMAC under a sub-key of the operator's digest key),
-never as text. A decision record that cannot be made durable refuses the request with 503 and
-nothing is forwarded; the trail's writer retries on the next request, so service resumes by
+never as text. Each decision record carries the decision's inputs (per entity type the count and
+highest score; a keyed digest of each header the policy reads) so that ``bastion policy replay``
+can re-decide it under a candidate policy. A decision record that cannot be made durable refuses
+the request with 503 and nothing is forwarded; the trail's writer retries on the next request, so service resumes by
 itself when the store is back.
 """
 
@@ -12,27 +14,48 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.audit import (
     AuditError,
     AuditTrail,
     AuditUnavailable,
+    DecisionInputs,
     DecisionRecord,
     OutcomeRecord,
+    header_digest,
     text_digest,
 )
 from gateway.audit.capture import Part, PayloadSealer
 from gateway.detect import extract_texts
+from gateway.detect.findings import Finding
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import RequestContext, RoutedRequest
 from pki.secret import Secret
 
-__all__ = ["LogOnlyAudit", "TrailAudit"]
+__all__ = ["LogOnlyAudit", "TrailAudit", "decision_inputs"]
 
 logger = logging.getLogger("bastion.audit")
+
+
+def decision_inputs(
+    findings: Sequence[Finding],
+    headers: Mapping[str, str],
+    header_names: Iterable[str],
+    key: Secret,
+) -> DecisionInputs:
+    """The facts the policy decided on, as the trail keeps them (no text)."""
+    stats: dict[str, tuple[int, float]] = {}
+    for f in findings:
+        count, best = stats.get(f.entity_type, (0, f.score))
+        stats[f.entity_type] = (count + 1, max(best, f.score))
+    kept: dict[str, str | None] = {}
+    for name in sorted({n.lower() for n in header_names}):
+        value = headers.get(name)
+        kept[name] = None if value is None else header_digest(key, name, value)
+    return DecisionInputs(entities=stats, headers=kept)
 
 
 class TrailAudit:
@@ -43,13 +66,20 @@ class TrailAudit:
         metrics: GatewayMetrics,
         *,
         sealer: PayloadSealer | None = None,
+        policy_headers: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self._trail = trail
+        # The header names the live (and shadow) policy read; their values are kept as digests.
+        self._policy_headers = policy_headers or (lambda: ())
         self._key = digest_key
         self._metrics = metrics
         self._sealer = sealer
         self._key_written = False
         self._key_lock = asyncio.Lock()
+
+    def record_headers_of(self, policy_headers: Callable[[], Iterable[str]]) -> None:
+        """Keep digests of the headers ``policy_headers()`` names (those the policy reads)."""
+        self._policy_headers = policy_headers
 
     async def _capture(self, decision_id: str, part: Part, payload: Mapping[str, Any]) -> None:
         """Payload capture (opt-in): the data key record once, then the sealed payload."""
@@ -79,6 +109,7 @@ class TrailAudit:
             operations={k: v.value for k, v in decision.operations.items()},
             upstream=routed.upstream,
             text_digests=tuple(text_digest(self._key, ref.text) for ref in texts),
+            inputs=decision_inputs(routed.findings, ctx.headers, self._policy_headers(), self._key),
         )
         try:
             decision_id = await self._trail.append_decision(record)
@@ -134,6 +165,15 @@ class TrailAudit:
 
     async def close(self) -> None:
         await self._trail.close()
+
+    async def checkpoint(self) -> None:
+        """Sign a checkpoint now (shutdown signs one before draining in-flight requests)."""
+        try:
+            await self._trail.checkpoint()
+        except AuditError as exc:
+            raise ServiceUnavailable(
+                f"audit checkpoint not signed ({type(exc).__name__})"
+            ) from None
 
 
 class LogOnlyAudit:

@@ -35,7 +35,13 @@ from gateway.audit._errors import (
     AuditUnavailable,
 )
 from gateway.audit._prune import PruneResult, prune_store
-from gateway.audit._records import DecisionRecord, OutcomeRecord, text_digest
+from gateway.audit._records import (
+    DecisionInputs,
+    DecisionRecord,
+    OutcomeRecord,
+    header_digest,
+    text_digest,
+)
 from gateway.audit._store import Store, StoredRecord
 from gateway.audit._trail import AuditStats, AuditTrail, GroupCommitTrail
 from gateway.audit._verify import Problem, VerifyReport, verify_store
@@ -52,6 +58,7 @@ __all__ = [
     "AuditUnavailable",
     "Checkpoint",
     "CheckpointFormatError",
+    "DecisionInputs",
     "DecisionRecord",
     "GroupCommitTrail",
     "OutcomeRecord",
@@ -60,6 +67,7 @@ __all__ = [
     "Store",
     "StoredRecord",
     "VerifyReport",
+    "header_digest",
     "load_digest_key",
     "open_audit_trail",
     "open_store",
@@ -71,8 +79,9 @@ __all__ = [
 ]
 
 
-def open_store(config: AuditConfig, *, create: bool = False) -> Store:
-    """Open the store ``config`` names (blocking; for the trail's writer or a CLI command)."""
+def open_store(config: AuditConfig, *, create: bool = False, read_only: bool = False) -> Store:
+    """Open the store ``config`` names (blocking; for the trail's writer or a CLI command).
+    ``read_only`` opens it so that nothing can be written through it (replay, verify)."""
     if config.backend == "postgres":
         from gateway.audit.postgres import PostgresStore
 
@@ -83,6 +92,7 @@ def open_store(config: AuditConfig, *, create: bool = False) -> Store:
             origin=config.origin if create else None,
             create=create,
             lock_timeout_s=config.lock_timeout_s,
+            read_only=read_only,
         )
     from gateway.audit.sqlite import SqliteStore
 
@@ -93,6 +103,7 @@ def open_store(config: AuditConfig, *, create: bool = False) -> Store:
         origin=config.origin if create else None,
         create=create,
         lock_timeout_s=config.lock_timeout_s,
+        read_only=read_only,
     )
 
 

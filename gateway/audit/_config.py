@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.audit._errors import AuditConfigError
 from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
 
-__all__ = ["AuditConfig", "load_digest_key"]
+__all__ = [
+    "AuditConfig",
+    "audit_config_from_file",
+    "audit_digest_key",
+    "load_digest_key",
+    "read_config_document",
+]
 
 
 class AuditConfig(BaseModel):
@@ -87,3 +95,56 @@ def load_digest_key(config: AuditConfig) -> Secret:
             "digests guessable; generate one with `openssl rand -hex 32`"
         )
     return key
+
+
+def audit_digest_key(config: AuditConfig) -> Secret:
+    """The sub-key the gateway keys audit digests with (text and header digests): HMAC-SHA256
+    of ``"audit-text-digest"`` under the operator's digest key, as ``gateway.routing.derive_key``
+    derives it (a test pins the two together)."""
+    key = load_digest_key(config)
+    return Secret(hmac.new(key.reveal().encode(), b"audit-text-digest", hashlib.sha256).hexdigest())
+
+
+def read_config_document(path: Path) -> dict[str, Any]:
+    """A gateway config file as plain data (only the sections a CLI command needs are then
+    validated, so a command works from a partial config)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        document = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AuditConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise AuditConfigError(f"{path}{where}: not valid YAML") from None
+    return document if isinstance(document, dict) else {}
+
+
+def relative_to_file(path: Path, value: object) -> object:
+    """A path value from config file ``path``, made absolute relative to the file."""
+    if isinstance(value, str) and not Path(value).is_absolute():
+        return str(path.parent / value)
+    return value
+
+
+def audit_config_from_file(path: Path) -> AuditConfig:
+    """The ``audit:`` section of gateway config file ``path`` (paths relative to the file)."""
+    from pydantic import ValidationError
+
+    section = read_config_document(path).get("audit")
+    if not isinstance(section, dict):
+        raise AuditConfigError(f"{path} has no 'audit:' section; add one or use --sqlite/--dsn")
+    for key in ("path", "digest_key_file"):
+        if key in section:
+            section[key] = relative_to_file(path, section[key])
+    retired = section.get("retired_public_keys")
+    if isinstance(retired, list):
+        section["retired_public_keys"] = [relative_to_file(path, p) for p in retired]
+    try:
+        return AuditConfig(**section)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "audit"
+        raise AuditConfigError(f"{path}: audit.{field}: {first['msg']}") from None

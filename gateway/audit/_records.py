@@ -13,6 +13,12 @@ are ASCII tokens and integers, so splicing canonical parts gives the canonical w
 
 Texts appear only as keyed digests (:func:`text_digest`): a plain hash of a short SSN is reversed
 by trying every SSN, an HMAC under a secret key is not.
+
+A decision record also carries the decision's inputs (``inputs``), so that ``bastion policy
+replay`` can re-decide it under a candidate policy: per entity type the count and the highest
+score, and for each header the live policy reads a keyed digest of its value (:func:`header_digest`,
+``null`` when the request had none). Identity, model alias and endpoint are the record's own
+fields. Never text: a header value may be personal, so only its digest is kept.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from gateway.audit._errors import AuditRecordError
 from pki.secret import Secret
 
 __all__ = [
+    "DecisionInputs",
     "DecisionRecord",
     "OutcomeRecord",
     "envelope",
+    "header_digest",
     "new_record_id",
     "parse_envelope_tail",
     "rfc3339_now",
@@ -45,6 +53,35 @@ __all__ = [
 
 FORMAT_VERSION = 1
 DIGEST_LABEL = "hmac-sha256:"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInputs:
+    """What the policy decided on, without text: entity type -> (count, highest score), and
+    header name -> :func:`header_digest` of its value (None: the request did not carry it)."""
+
+    entities: Mapping[str, tuple[int, float]] = field(default_factory=lambda: MappingProxyType({}))
+    headers: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_data(self) -> dict[str, object]:
+        for digest in self.headers.values():
+            if digest is not None and not digest.startswith(DIGEST_LABEL):
+                raise AuditRecordError(
+                    f"decision inputs hold a header value not labelled {DIGEST_LABEL!r}; "
+                    "pass header_digest(key, name, value), never the value"
+                )
+        entities: dict[str, object] = {}
+        for entity_type, (count, score) in self.entities.items():
+            if not math.isfinite(score):
+                raise AuditRecordError(f"entity {entity_type} has a non-finite score")
+            # The score exactly as the engine compared it: RFC 8785 writes the shortest form
+            # that reads back as the same double, so replay decides on the same number.
+            entities[str(entity_type)] = {"count": int(count), "max_score": float(score)}
+        return {
+            "v": 1,
+            "entities": entities,
+            "headers": {str(k): v for k, v in self.headers.items()},
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +101,7 @@ class DecisionRecord:
     operations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     upstream: str | None = None
     text_digests: tuple[str, ...] = ()  # text_digest() of each text the request carried
+    inputs: DecisionInputs | None = None  # for `bastion policy replay`; None: not recorded
 
     def to_data(self) -> dict[str, object]:
         for digest in self.text_digests:
@@ -73,7 +111,7 @@ class DecisionRecord:
                     f"text_digests holds a value that is not labelled {DIGEST_LABEL!r}; "
                     "pass text_digest(key, text), never the text"
                 )
-        return {
+        data: dict[str, object] = {
             "identity": self.identity,
             "client_addr": self.client_addr,
             "endpoint": self.endpoint,
@@ -88,6 +126,9 @@ class DecisionRecord:
             "upstream": self.upstream,
             "text_digests": list(self.text_digests),
         }
+        if self.inputs is not None:
+            data["inputs"] = self.inputs.to_data()
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +164,12 @@ def text_digest(key: Secret, text: str) -> str:
     """Keyed digest of a text for the audit trail: ``hmac-sha256:<hex>``."""
     mac = hmac.new(key.reveal().encode(), text.encode("utf-8", "surrogatepass"), hashlib.sha256)
     return DIGEST_LABEL + mac.hexdigest()
+
+
+def header_digest(key: Secret, name: str, value: str) -> str:
+    """Keyed digest of a request header's value, bound to its (lower-case) name, so it cannot
+    be compared with a text digest or another header's."""
+    return text_digest(key, f"header\x00{name.lower()}\x00{value}")
 
 
 def canonical_data(data: Mapping[str, object], *, limit: int) -> bytes:

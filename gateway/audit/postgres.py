@@ -50,8 +50,10 @@ class PostgresStore:
         origin: str | None = None,
         create: bool = False,
         lock_timeout_s: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         self._dsn = dsn
+        self._read_only = read_only
         self._lock_timeout_ms = int(lock_timeout_s * 1000)
         self._transactions = 0
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
@@ -93,7 +95,8 @@ class PostgresStore:
                 self._dsn.reveal(),
                 autocommit=True,
                 connect_timeout=max(1, self._lock_timeout_ms // 1000),
-                options=f"-c lock_timeout={self._lock_timeout_ms} -c synchronous_commit=on",
+                options=f"-c lock_timeout={self._lock_timeout_ms} -c synchronous_commit=on"
+                + (" -c default_transaction_read_only=on" if self._read_only else ""),
             )
         except psycopg.Error as exc:
             raise self._unavailable("cannot be reached", exc) from None

@@ -78,8 +78,10 @@ class SqliteStore:
         origin: str | None = None,
         create: bool = False,
         lock_timeout_s: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         self._path = Path(path)
+        self._read_only = read_only
         self._lock_timeout_s = lock_timeout_s
         self._transactions = 0
         self._conn: sqlite3.Connection | None = None
@@ -139,16 +141,22 @@ class SqliteStore:
         if self._conn is not None:
             return self._conn
         try:
-            # mode=rw: reopening after a failure must never create a fresh, empty trail.
+            # mode=rw: reopening after a failure must never create a fresh, empty trail;
+            # mode=ro: SQLite itself refuses every write (replay, verify).
+            mode = "ro" if self._read_only else "rw"
             conn = sqlite3.connect(
-                f"{self._path.resolve().as_uri()}?mode=rw",
+                f"{self._path.resolve().as_uri()}?mode={mode}",
                 uri=True,
                 isolation_level=None,
                 check_same_thread=False,
                 timeout=self._lock_timeout_s,
             )
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            conn.execute("PRAGMA synchronous=FULL")
+            if self._read_only:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                conn.execute("PRAGMA synchronous=FULL")
             st = os.stat(self._path)
         except (sqlite3.Error, OSError) as exc:
             raise self._unavailable("cannot be opened", exc) from None

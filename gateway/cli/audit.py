@@ -133,54 +133,19 @@ def register(subparsers: Any) -> None:
 # -- store selection --------------------------------------------------------------------------
 
 
-def _document(path: Path) -> dict[str, Any]:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        document = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AuditConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise AuditConfigError(f"{path}{where}: not valid YAML") from None
-    return document if isinstance(document, dict) else {}
-
-
-def _relative(path: Path, value: object) -> object:
-    if isinstance(value, str) and not Path(value).is_absolute():
-        return str(path.parent / value)
-    return value
-
-
 def _config_from_yaml(path: Path) -> AuditConfig:
-    from pydantic import ValidationError
+    from gateway.audit._config import audit_config_from_file
 
-    from gateway.audit import AuditConfig
-
-    section = _document(path).get("audit")
-    if not isinstance(section, dict):
-        raise AuditConfigError(f"{path} has no 'audit:' section; add one or use --sqlite/--dsn")
-    if "path" in section:
-        section["path"] = _relative(path, section["path"])
-    retired = section.get("retired_public_keys")
-    if isinstance(retired, list):
-        section["retired_public_keys"] = [_relative(path, p) for p in retired]
-    try:
-        return AuditConfig(**section)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "audit"
-        raise AuditConfigError(f"{path}: audit.{field}: {first['msg']}") from None
+    return audit_config_from_file(path)
 
 
 def _configured_public_keys(path: Path) -> list[bytes]:
     """The configured signer's public key (``signing:``: HSM or key file), then the retired
     ones (``audit.retired_public_keys``). Reads only the sections it needs."""
+    from gateway.audit._config import read_config_document, relative_to_file
     from pki.signing import FileSigner
 
-    document = _document(path)
+    document = read_config_document(path)
     audit = _config_from_yaml(path)
     signing = document.get("signing")
     signing = signing if isinstance(signing, dict) else {}
@@ -193,11 +158,11 @@ def _configured_public_keys(path: Path) -> list[bytes]:
             raise AuditConfigError(f"{path}: signing.hsm is true but there is no 'hsm:' section")
         for key in ("module", "pin_file"):
             if key in hsm:
-                hsm[key] = _relative(path, hsm[key])
+                hsm[key] = relative_to_file(path, hsm[key])
         with HsmSession(HsmSettings.model_validate(hsm).resolve()) as session:
             keys.append(HsmSigner(session).public_key_pem())
     elif isinstance(signing.get("key_file"), str):
-        key_file = Path(str(_relative(path, signing["key_file"])))
+        key_file = Path(str(relative_to_file(path, signing["key_file"])))
         keys.append(FileSigner.load(key_file, key_id=key_file.stem).public_key_pem())
     else:
         raise AuditConfigError(
@@ -208,15 +173,17 @@ def _configured_public_keys(path: Path) -> list[bytes]:
     return keys
 
 
-def _open(args: argparse.Namespace) -> Store:
+def _open(args: argparse.Namespace, *, read_only: bool = True) -> Store:
+    """The store the options name; read-only (SQLite ``mode=ro``, PostgreSQL read-only
+    transactions) for every action but ``prune``."""
     from gateway.audit import AuditConfig, open_store
     from pki.secret import Secret
 
     if args.config is not None:
-        return open_store(_config_from_yaml(args.config))
+        return open_store(_config_from_yaml(args.config), read_only=read_only)
     if args.sqlite is not None:
-        return open_store(AuditConfig(backend="sqlite", path=args.sqlite))
-    return open_store(AuditConfig(backend="postgres", dsn=Secret(args.dsn)))
+        return open_store(AuditConfig(backend="sqlite", path=args.sqlite), read_only=read_only)
+    return open_store(AuditConfig(backend="postgres", dsn=Secret(args.dsn)), read_only=read_only)
 
 
 def _signer(path: Path, passphrase_file: Path | None) -> FileSigner:
@@ -261,7 +228,9 @@ def _verify(args: argparse.Namespace) -> int:
         if args.reference is not None:
             from gateway.audit import AuditConfig, open_store
 
-            reference = open_store(AuditConfig(backend="sqlite", path=args.reference))
+            reference = open_store(
+                AuditConfig(backend="sqlite", path=args.reference), read_only=True
+            )
         report = verify_store(
             store,
             public_keys=keys or None,
@@ -376,7 +345,7 @@ def _prune(args: argparse.Namespace) -> int:
 
     before = normalize_time(args.before, option="--before")
     signer = _signer(args.signing_key, args.passphrase_file)
-    store = _open(args)
+    store = _open(args, read_only=False)
     try:
         result = prune_store(store, signer, before=before)
     finally:

@@ -4,6 +4,10 @@
 - ``test FILE TESTS.yaml``: run the cases through real detection and the decision; coverage.
 - ``explain FILE --request req.json --identity spiffe://...``: what was found (masked), which
   rules were tried and why, and the decision.
+- ``replay --audit (--config FILE | --sqlite PATH | --dsn DSN) --policy NEW.yaml``: re-decide
+  every decision the audit trail recorded (``--since``/``--until``) under a candidate policy
+  and report what would change (:mod:`gateway.policy.replay`). The trail is opened read-only
+  and nothing is forwarded anywhere.
 
 Request text is never printed: ``explain`` shows each finding's first and last character only.
 """
@@ -58,6 +62,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(func=_explain)
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-decide the audit trail's decisions under a candidate policy; report changes",
+    )
+    replay.add_argument(
+        "--audit",
+        action="store_true",
+        help="replay the audit trail's decisions (the source replay reads; the default)",
+    )
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="gateway config YAML with an audit: section")
+    source.add_argument("--sqlite", type=Path, metavar="PATH", help="SQLite audit trail file")
+    source.add_argument("--dsn", help="PostgreSQL conninfo or URL (password via PGPASSWORD)")
+    replay.add_argument("--policy", type=Path, required=True, metavar="NEW.yaml")
+    replay.add_argument("--since", help="from this date/time (inclusive, RFC 3339, UTC if naive)")
+    replay.add_argument("--until", help="to this date/time (exclusive)")
+    replay.add_argument(
+        "--digest-key-file",
+        type=Path,
+        help="the audit digest key (to compare header literals; --config reads it from the "
+        "audit: section)",
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
+    replay.set_defaults(func=_replay)
 
 
 def mask_text(value: str) -> str:
@@ -287,3 +316,55 @@ def _print_explain(result: Explanation, by_path: dict[str, str]) -> None:
         print(f"  message to the caller: {d.message}")
     if d.reason:
         print(f"  failed closed: {d.reason}")
+
+
+# ---- replay -------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gateway.audit import AuditConfig, header_digest, open_store
+    from gateway.audit._config import audit_config_from_file, audit_digest_key
+    from gateway.audit._export import normalize_time
+    from gateway.policy import load_policy
+    from gateway.policy.replay import HeaderDigest, replay_decisions
+    from pki.secret import Secret
+
+    policy = load_policy(args.policy)
+    since = normalize_time(args.since, option="--since") if args.since else None
+    until = normalize_time(args.until, option="--until") if args.until else None
+    if args.config is not None:
+        config = audit_config_from_file(args.config)
+    elif args.sqlite is not None:
+        config = AuditConfig(backend="sqlite", path=args.sqlite)
+    else:
+        config = AuditConfig(backend="postgres", dsn=Secret(args.dsn))
+    if args.digest_key_file is not None:
+        config = config.model_copy(update={"digest_key_file": args.digest_key_file})
+    digest: HeaderDigest | None = None
+    if config.digest_key_file is not None or config.digest_key_env is not None:
+        key = audit_digest_key(config)
+
+        def digest(name: str, value: str) -> str:
+            return header_digest(key, name, value)
+
+    store = open_store(config, read_only=True)  # replay never writes to the trail it reads
+    try:
+        with store.snapshot():
+            records = (
+                (rec.record_id, rec.time, rec.body)
+                for rec in store.records(since=since, until=until)
+                if rec.kind == "decision"
+            )
+            report = replay_decisions(records, policy, header_digest=digest)
+    finally:
+        store.close()
+    report.window = (since, until)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_text())
+        print(
+            "note: decisions are re-decided from the trail as stored; `bastion audit verify` "
+            "proves it was not altered"
+        )
+    return 0

@@ -11,6 +11,7 @@ Exceptions: see :mod:`gateway.policy.errors`.
 
 from __future__ import annotations
 
+from gateway.policy._glob import glob_match
 from gateway.policy.decision import Action, Decision, Operation, RequestFacts
 from gateway.policy.engine import (
     DEFAULT_RULE_ID,
@@ -24,11 +25,13 @@ from gateway.policy.engine import (
 from gateway.policy.errors import Issue, PolicyError, PolicyFileError, PolicyTestError, Severity
 from gateway.policy.loader import check_policy_file, load_policy, load_policy_text
 from gateway.policy.model import Policy, Route, RouteKind, Rule
+from gateway.policy.replay import ComparisonReport, replay_decisions
 from gateway.policy.store import PolicyStore
 
 __all__ = [
     "DEFAULT_RULE_ID",
     "Action",
+    "ComparisonReport",
     "Decision",
     "Explanation",
     "Issue",
@@ -49,6 +52,8 @@ __all__ = [
     "deny_without_policy",
     "explain",
     "fail_closed",
+    "glob_match",
     "load_policy",
     "load_policy_text",
+    "replay_decisions",
 ]

@@ -7,7 +7,9 @@
   text) and the last good policy stays. Until a policy has loaded, :meth:`current` is None and
   callers deny (:func:`gateway.policy.engine.deny_without_policy`).
 - Shadow mode: a candidate policy is decided beside the live one; :meth:`shadow_compare` counts
-  differences by (live rule, shadow rule) in ``bastion_policy_shadow_differences_total``.
+  differences by (live rule, shadow rule) in ``bastion_policy_shadow_differences_total`` and in
+  :meth:`shadow_report`, the same comparison and report shape as ``bastion policy replay``
+  (:mod:`gateway.policy.replay`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.policy.engine import decide, deny_without_policy
 from gateway.policy.errors import PolicyFileError
 from gateway.policy.loader import load_policy
 from gateway.policy.model import Policy
+from gateway.policy.replay import ComparisonReport, differs, header_names, outcome_of
 
 __all__ = ["PolicyStore"]
 
@@ -84,6 +87,8 @@ class PolicyStore:
             ["live_rule", "shadow_rule"],
             registry=registry,
         )
+        self._shadow_report: ComparisonReport | None = None
+        self._report_lock = threading.Lock()  # not _lock: a reload must not stall requests
         self._reloads = Counter(
             "bastion_policy_reloads",
             "Policy (re)load attempts by policy role and outcome.",
@@ -96,6 +101,15 @@ class PolicyStore:
     def current(self) -> Policy | None:
         """The live policy, or None if none ever loaded (callers then deny)."""
         return self._live.policy
+
+    def header_names(self) -> frozenset[str]:
+        """The header names the live and the shadow policy read (the audit trail keeps their
+        values' digests, for replay)."""
+        return header_names(self.current()) | header_names(self.shadow())
+
+    def shadow_report(self) -> ComparisonReport | None:
+        """Differences counted since the current shadow policy loaded (None: no shadow yet)."""
+        return self._shadow_report
 
     def shadow(self) -> Policy | None:
         return self._shadow.policy if self._shadow is not None else None
@@ -117,7 +131,14 @@ class PolicyStore:
         if candidate is None:
             return live, None
         shadow = decide(facts, candidate)
-        if _differ(live, shadow):
+        with self._report_lock:
+            report = self._shadow_report
+            if report is None or report.candidate_version != candidate.version:
+                report = self._shadow_report = ComparisonReport(mode="shadow", candidate=candidate)
+            report.add(
+                outcome_of(live), outcome_of(shadow), identity=facts.identity, model=facts.model
+            )
+        if differs(outcome_of(live), outcome_of(shadow)):
             self._differences.labels(live_rule=live.rule_id, shadow_rule=shadow.rule_id).inc()
             logger.info(
                 "shadow policy differs: live rule %s -> %s %s, shadow rule %s -> %s %s",
@@ -211,12 +232,3 @@ class PolicyStore:
         # Runs in the main thread between bytecodes: no locks, no I/O, just wake the watcher.
         self._force = True
         self._wake.set()
-
-
-def _differ(a: Decision, b: Decision) -> bool:
-    return (a.action, a.route, a.rule_id, dict(a.operations)) != (
-        b.action,
-        b.route,
-        b.rule_id,
-        dict(b.operations),
-    )

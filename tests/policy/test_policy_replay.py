@@ -1,0 +1,317 @@
+"""``bastion policy replay`` over a real SQLite trail: every recorded decision re-decided under a
+candidate policy, the report matching what the candidate's ``decide`` gives on the same facts
+(computed here independently), records without inputs counted as not replayable, the trail
+untouched, and the live shadow policy reporting the same changes in the same shape."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.audit import (
+    AuditConfig,
+    AuditUnavailable,
+    DecisionInputs,
+    DecisionRecord,
+    header_digest,
+    open_audit_trail,
+    open_store,
+)
+from gateway.audit._chain import Entry
+from gateway.audit._config import audit_digest_key
+from gateway.cli import main
+from gateway.detect.findings import Finding
+from gateway.policy import (
+    ComparisonReport,
+    Decision,
+    PolicyStore,
+    RequestFacts,
+    decide,
+    load_policy_text,
+)
+from pki.signing import FileSigner
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = (ROOT / "policies" / "default.yaml").read_text(encoding="utf-8")
+
+# The live policy: the default one, with a header rule in front (so the trail keeps x-team).
+LIVE = DEFAULT.replace(
+    "rules:\n",
+    "rules:\n"
+    "  - id: team-red-onprem\n"
+    "    when: {header: {x-team: [red]}}\n"
+    "    then: {route: onprem}\n",
+    1,
+)
+# The candidate: the header rule now matches "blue", and contact details may go managed.
+CANDIDATE = LIVE.replace("x-team: [red]", "x-team: [blue]").replace(
+    "        any: [EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS]\n    then:\n      route: onprem\n",
+    "        any: [EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS]\n    then:\n      route: openai\n"
+    "      sanitize: {default: pseudonymize}\n",
+)
+GLOB_CANDIDATE = LIVE.replace("x-team: [red]", "x-team: ['b*']")
+
+IDENTITIES = ("spiffe://bastion.internal/svc/billing", "spiffe://bastion.internal/svc/claims")
+MODELS = ("chat-default", "restricted")
+ENTITY_SETS: tuple[tuple[tuple[str, float], ...], ...] = (
+    (),
+    (("PERSON", 0.85),),
+    (("PERSON", 0.85), ("PERSON", 0.6)),
+    (("EMAIL_ADDRESS", 1.0),),
+    (("EMAIL_ADDRESS", 0.4),),  # below the threshold: ignored by the engine
+    (("PHONE_NUMBER", 0.75), ("LOCATION", 0.85)),
+    (("US_SSN", 0.85), ("EMAIL_ADDRESS", 1.0)),
+    (("AWS_ACCESS_KEY", 1.0),),
+)
+TEAMS = (None, "red", "blue", "green")
+
+
+def _facts() -> list[RequestFacts]:
+    out = []
+    for identity, model, entities, team in (
+        (i, m, e, t) for i in IDENTITIES for m in MODELS for e in ENTITY_SETS for t in TEAMS
+    ):
+        findings = tuple(
+            Finding(kind, score, f"messages[0].content#{n}", n, n + 3, "test")
+            for n, (kind, score) in enumerate(entities)
+        )
+        headers = {"x-team": team} if team else {}
+        out.append(RequestFacts(identity, model, "/v1/chat/completions", findings, headers))
+    return out
+
+
+def _inputs(facts: RequestFacts, key: Any) -> DecisionInputs:
+    stats: dict[str, tuple[int, float]] = {}
+    for f in facts.findings:
+        count, best = stats.get(f.entity_type, (0, f.score))
+        stats[f.entity_type] = (count + 1, max(best, f.score))
+    team = facts.headers.get("x-team")
+    return DecisionInputs(
+        entities=stats,
+        headers={"x-team": None if team is None else header_digest(key, "x-team", team)},
+    )
+
+
+def _record(
+    facts: RequestFacts, decision: Decision, n: int, inputs: DecisionInputs | None
+) -> DecisionRecord:
+    return DecisionRecord(
+        identity=facts.identity,
+        client_addr="127.0.0.1:1",
+        endpoint=facts.endpoint,
+        model=facts.model,
+        request_id=f"req-{n}",
+        entities={f.entity_type: 1 for f in facts.findings},
+        rule_id=decision.rule_id,
+        action=decision.action.value,
+        route=decision.route,
+        policy_version=decision.policy_version,
+        operations={k: v.value for k, v in decision.operations.items()},
+        inputs=inputs,
+    )
+
+
+class Trail:
+    def __init__(self, tmp: Path) -> None:
+        self.db = tmp / "audit.db"
+        self.key_file = tmp / "digest.key"
+        self.key_file.write_text("k" * 48)
+        self.config = AuditConfig(
+            path=self.db, digest_key_file=self.key_file, checkpoint_interval_s=3600
+        )
+        self.live = load_policy_text(LIVE)
+        self.facts = _facts()
+        self.ids: list[str] = []
+        self.times: list[str] = []
+        key = audit_digest_key(self.config)
+        signer = FileSigner.generate(tmp / "signing.pem", key_id="audit")
+
+        async def write() -> None:
+            trail = open_audit_trail(self.config, signer)
+            for n, facts in enumerate(self.facts):
+                record = _record(facts, decide(facts, self.live), n, _inputs(facts, key))
+                self.ids.append(await trail.append_decision(record))
+            # Not replayable: an older record (no inputs), a rate-limit denial, a fail-closed.
+            facts = self.facts[1]
+            old = _record(facts, decide(facts, self.live), 900, None)
+            self.old_id = await trail.append_decision(old)
+            limited = Decision(decide(facts, self.live).action, None, "rate-limit", "none")
+            self.limited_id = await trail.append_decision(_record(facts, limited, 901, None))
+            residual = Decision(decide(facts, self.live).action, "onprem", "error:residual", "v")
+            await trail.append_decision(_record(facts, residual, 902, _inputs(facts, key)))
+            await trail.close()
+
+        asyncio.run(write())
+
+    def snapshot(self) -> dict[str, str]:
+        """Digest of the trail's data: the database file and its WAL's frames (a reader of a
+        WAL database makes SQLite create an empty WAL and its shared-memory index, which hold
+        no data; any write would put frames in the WAL or change the file)."""
+        out = {}
+        for suffix in ("", "-wal"):
+            path = Path(f"{self.db}{suffix}")
+            data = path.read_bytes() if path.exists() else b""
+            out[suffix or "db"] = hashlib.sha256(data).hexdigest()
+        return out
+
+
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory: pytest.TempPathFactory) -> Trail:
+    return Trail(tmp_path_factory.mktemp("replay"))
+
+
+def _expected(trail: Trail, candidate_text: str) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """Independently: the candidate's decide() on the facts each decision was taken on."""
+    candidate = load_policy_text(candidate_text)
+    out: dict[tuple[str, str, str, str], dict[str, Any]] = defaultdict(
+        lambda: {"count": 0, "identities": set(), "models": set(), "ids": set()}
+    )
+    for facts, decision_id in zip(trail.facts, trail.ids, strict=True):
+        old, new = decide(facts, trail.live), decide(facts, candidate)
+        if (old.rule_id, old.action, old.route, dict(old.operations)) == (
+            new.rule_id,
+            new.action,
+            new.route,
+            dict(new.operations),
+        ):
+            continue
+        entry = out[(old.rule_id, new.rule_id, old.action.value, new.action.value)]
+        entry["count"] += 1
+        entry["identities"].add(facts.identity)
+        entry["models"].add(facts.model)
+        entry["ids"].add(decision_id)
+    return dict(out)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 0, capsys.readouterr()
+    return capsys.readouterr().out
+
+
+def test_replay_reports_exactly_the_changes_the_edit_implies(
+    trail: Trail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per (old rule -> new rule, old action -> new action): the count, identities, models and
+    sample ids equal what the candidate's decide() gives on the same facts; records without
+    inputs and decisions not taken by the rules are counted as not replayable."""
+    policy = tmp_path / "candidate.yaml"
+    policy.write_text(CANDIDATE)
+    before = trail.snapshot()
+    argv = ["policy", "replay", "--audit", "--sqlite", str(trail.db), "--policy", str(policy)]
+    report = json.loads(_run([*argv, "--digest-key-file", str(trail.key_file), "--json"], capsys))
+    expected = _expected(trail, CANDIDATE)
+    assert expected, "the edit must change some decisions, or this test proves nothing"
+    got = {
+        (c["old_rule"], c["new_rule"], c["old_action"], c["new_action"]): c
+        for c in report["changes"]
+    }
+    assert set(got) == set(expected)
+    for key, want in expected.items():
+        change = got[key]
+        assert change["count"] == want["count"], key
+        assert set(change["identities"]) == want["identities"], key
+        assert set(change["models"]) == want["models"], key
+        assert change["sample_decision_ids"], key
+        assert set(change["sample_decision_ids"]) <= want["ids"], key
+    assert report["decisions"] == len(trail.facts) + 3
+    assert report["replayed"] == len(trail.facts)
+    assert report["changed"] == sum(w["count"] for w in expected.values())
+    assert sum(report["not_replayable"].values()) == 3
+    assert any("older record format" in r for r in report["not_replayable"])
+    assert any("'rate-limit'" in r for r in report["not_replayable"])
+    assert any("'error:residual'" in r for r in report["not_replayable"])
+
+    text = _run([*argv, "--digest-key-file", str(trail.key_file)], capsys)
+    for (old_rule, new_rule, old_action, new_action), want in expected.items():
+        line = (
+            f"{old_rule} -> {new_rule}, {old_action} -> {new_action}: {want['count']} decision(s)"
+        )
+        assert line in text
+    assert "not replayable: 1 (older record format" in text
+    assert trail.snapshot() == before, "replay wrote to the trail it read"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "key", "reason"),
+    [
+        (CANDIDATE, False, "needs the audit digest key"),
+        (GLOB_CANDIDATE, True, "matches header 'x-team' with a glob"),
+    ],
+    ids=["no-digest-key", "glob-on-a-digest"],
+)
+def test_headers_replay_only_what_a_digest_can_answer(
+    trail: Trail,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    candidate: str,
+    key: bool,
+    reason: str,
+) -> None:
+    """A recorded header is a keyed digest: it answers "equals this literal" (with the key)
+    and nothing else, so a request that carried the header is not replayable without the key
+    or under a glob; requests without the header still are."""
+    policy = tmp_path / "candidate.yaml"
+    policy.write_text(candidate)
+    argv = ["policy", "replay", "--sqlite", str(trail.db), "--policy", str(policy), "--json"]
+    if key:
+        argv += ["--digest-key-file", str(trail.key_file)]
+    report = json.loads(_run(argv, capsys))
+    with_header = sum(1 for f in trail.facts if "x-team" in f.headers)
+    reasons = {r: n for r, n in report["not_replayable"].items() if reason in r}
+    assert sum(reasons.values()) == with_header
+    assert report["replayed"] == len(trail.facts) - with_header
+
+
+def test_replay_window(trail: Trail, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--since/--until bound the decisions replayed to [since, until)."""
+    with_times = [r for r in open_store(trail.config, read_only=True).records()]
+    middle = with_times[len(with_times) // 2].time
+    policy = tmp_path / "candidate.yaml"
+    policy.write_text(CANDIDATE)
+    base = ["policy", "replay", "--sqlite", str(trail.db), "--policy", str(policy), "--json"]
+    before = json.loads(_run([*base, "--until", middle], capsys))
+    after = json.loads(_run([*base, "--since", middle], capsys))
+    assert before["decisions"] + after["decisions"] == len(with_times)
+    assert before["window"]["until"] == middle
+
+
+def test_replay_opens_the_trail_read_only(trail: Trail) -> None:
+    """The store replay reads through refuses writes (SQLite mode=ro)."""
+    store = open_store(trail.config, read_only=True)
+    try:
+        with pytest.raises(AuditUnavailable):
+            store.append([Entry("dec_" + "0" * 24, "decision", b"{}")])
+    finally:
+        store.close()
+
+
+def test_shadow_and_replay_share_the_comparison(trail: Trail, tmp_path: Path) -> None:
+    """The live shadow policy, fed the same facts, counts the same changes with the same keys,
+    identities and models as replay: one comparison, one report shape."""
+    live, shadow = tmp_path / "live.yaml", tmp_path / "shadow.yaml"
+    live.write_text(LIVE)
+    shadow.write_text(CANDIDATE)
+    store = PolicyStore(live, shadow_path=shadow)
+    store.reload(force=True)
+    for facts in trail.facts:
+        store.shadow_compare(facts)
+    report = store.shadow_report()
+    assert report is not None
+    shadowed = report.to_json()
+    expected = _expected(trail, CANDIDATE)
+    got = {
+        (c["old_rule"], c["new_rule"], c["old_action"], c["new_action"]): c
+        for c in shadowed["changes"]
+    }
+    assert {k: v["count"] for k, v in got.items()} == {k: v["count"] for k, v in expected.items()}
+    assert all(set(got[k]["identities"]) == v["identities"] for k, v in expected.items())
+    assert shadowed["mode"] == "shadow"
+    replayed = ComparisonReport(mode="replay", candidate=load_policy_text(CANDIDATE)).to_json()
+    assert set(shadowed) == set(replayed)  # one report shape
+    assert store.header_names() == frozenset({"x-team"})
