@@ -20,21 +20,27 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from gateway.audit import AuditConfig
 from gateway.errors import ConfigError
 from gateway.telemetry import TracingConfig
+from pki.hsm import HsmSettings
 
 __all__ = [
+    "AuditConfig",
     "AuthorizationRule",
     "CircuitConfig",
     "GatewayConfig",
+    "HsmSettings",
     "LimitsConfig",
     "ModelConfig",
     "RateLimitRule",
     "SecretRef",
+    "SecretStoreConfig",
     "ServerConfig",
     "SigningConfig",
     "TLSConfig",
     "TimeoutConfig",
+    "UbiAIOptions",
     "UpstreamConfig",
     "UpstreamTLS",
     "load_config",
@@ -137,7 +143,7 @@ class UpstreamConfig(_Frozen):
     max_sse_event_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     circuit: CircuitConfig = CircuitConfig()
     tls: UpstreamTLS = UpstreamTLS()
-    ubiai: Mapping[str, Any] = Field(default_factory=dict)  # monitor_model, knowledge_base_ids
+    ubiai: UbiAIOptions = UbiAIOptions()
 
     @field_validator("base_url")
     @classmethod
@@ -148,6 +154,15 @@ class UpstreamConfig(_Frozen):
         if isinstance(value, list) and not value:
             raise ValueError("needs at least one URL")
         return value
+class UbiAIOptions(_Frozen):
+    """The ``ubiai:`` options of a UbiAI upstream (ignored by other types)."""
+
+    monitor_model: bool = False
+    knowledge_base_ids: tuple[str, ...] = ()
+    session_id: str | None = None  # None: a fresh id per request
+    response_field: str = "output"  # the answer's field in UbiAI's JSON reply
+
+
 
     def urls(self) -> list[str]:
         return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
@@ -198,11 +213,11 @@ class GatewayConfig(_Frozen):
     authorization: list[AuthorizationRule]
     rate_limits: list[RateLimitRule] = Field(default_factory=list)  # first match applies
     policy: PolicyRef | None = None
-    audit: Mapping[str, Any] | None = None  # validated by gateway.audit
+    audit: AuditConfig | None = None  # the tamper-evident trail; none: decisions only logged
     signing: SigningConfig = SigningConfig()
     tracing: TracingConfig = TracingConfig()  # OpenTelemetry; exporter none|console|otlp
-    hsm: Mapping[str, Any] | None = None  # validated by pki.hsm
-    secrets: Mapping[str, Any] | None = None  # secret store location, validated by gateway.secrets
+    hsm: HsmSettings | None = None  # PKCS#11 module, token, PIN source, key labels
+    secrets: SecretStoreConfig | None = None  # where ``secret:NAME`` references are kept
 
     @field_validator("models")
     @classmethod
@@ -219,6 +234,13 @@ def load_yaml_document(path: Path) -> Any:
     """Parse YAML 1.2 with positions kept; duplicate keys are errors."""
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+class SecretStoreConfig(_Frozen):
+    """The ``secrets:`` section: the store file of ``secret:NAME`` values (gateway.secrets),
+    each encrypted under the KEK of the HSM configured under ``hsm:``."""
+
+    file: Path
+
+
     try:
         with path.open(encoding="utf-8") as handle:
             return yaml.load(handle)
@@ -241,6 +263,32 @@ def locate(document: Any, loc: tuple[int | str, ...]) -> tuple[int, int] | None:
         if isinstance(node, CommentedMap) and part in node:
             line, col = node.lc.key(part)
             found = (line + 1, col + 1)
+    def secret_references(self) -> list[tuple[str, SecretRef]]:
+        """Every secret this config names, with the key that names it (``serve --check`` and
+        ``doctor`` look each one up; values are never in the file)."""
+        refs = [
+            (f"upstreams.{name}.api_key", up.api_key)
+            for name, up in self.upstreams.items()
+            if up.api_key is not None
+        ]
+        audit = self.audit
+        if audit is not None and (audit.digest_key_file or audit.digest_key_env):
+            # gateway.audit.load_digest_key prefers the file when both are given.
+            digest = (
+                SecretRef(file=audit.digest_key_file)
+                if audit.digest_key_file
+                else SecretRef(env=audit.digest_key_env)
+            )
+            refs.append(("audit.digest_key", digest))
+        if self.hsm is not None:
+            pin = (
+                SecretRef(file=self.hsm.pin_file)
+                if self.hsm.pin_file
+                else SecretRef(env=self.hsm.pin_env)
+            )
+            refs.append(("hsm.pin", pin))
+        return refs
+
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             line, col = node.lc.item(part)
@@ -284,8 +332,8 @@ def _resolve_paths(value: Any, base: Path) -> Any:
         return value if value.is_absolute() else (base / value).resolve()
     if isinstance(value, Mapping):
         return {k: _resolve_paths(v, base) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_paths(v, base) for v in value]
+    if isinstance(value, list | tuple):
+        return type(value)(_resolve_paths(v, base) for v in value)
     return value
 
 
@@ -309,26 +357,6 @@ def _coerce_secret_refs(node: Any) -> Any:
     return node
 
 
-_PATH_KEYS = ("path", "dir", "file", "module")
-
-
-def _resolve_section_paths(node: Any, base: Path) -> Any:
-    """Sections validated by other packages (audit, hsm, secrets) get their relative paths
-    resolved here too: keys named ``path``, ``*_file``, ``*_dir``, ``module``."""
-    if not isinstance(node, Mapping):
-        return node
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, str) and (
-            key in _PATH_KEYS or key.endswith(("_file", "_dir", "_path"))
-        ):
-            candidate = Path(value)
-            out[key] = str(candidate if candidate.is_absolute() else (base / candidate).resolve())
-        else:
-            out[key] = value
-    return out
-
-
 def load_config(path: Path) -> GatewayConfig:
     """Load and validate the gateway config; raise :class:`ConfigError` listing every problem."""
     document = load_yaml_document(path)
@@ -337,11 +365,7 @@ def load_config(path: Path) -> GatewayConfig:
             f"{path}:1:1: the config must be a mapping of sections (server, tls, ...)"
         )
     try:
-        plain = _coerce_secret_refs(document)
-        for section in ("audit", "hsm", "secrets"):
-            if section in plain:
-                plain[section] = _resolve_section_paths(plain[section], path.resolve().parent)
-        config = GatewayConfig.model_validate(plain)
+        config = GatewayConfig.model_validate(_coerce_secret_refs(document))
     except ValidationError as exc:
         raise ConfigError("\n".join(validation_messages(path, document, exc))) from None
     except ConfigError as exc:
@@ -376,3 +400,4 @@ def _check_references(path: Path, document: Any, config: GatewayConfig) -> None:
             )
     if problems:
         raise ConfigError("\n".join(problems))
+    # Every Path field of every section, once: relative paths are relative to the config file.

@@ -30,23 +30,27 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gateway.errors import GatewayError
-from pki.hsm import HsmConfig, HsmSession, HsmSettings, UnwrapError, WrappedKey
+from pki.errors import BastionError
+from pki.hsm import HsmConfig, HsmSession, UnwrapError, WrappedKey
 from pki.secret import Secret
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 __all__ = [
     "MAX_SECRET_BYTES",
     "SECRET_REF_PREFIX",
     "HsmSecretStore",
+    "ReferenceCheck",
     "SecretNotFoundError",
     "SecretStore",
     "SecretStoreError",
-    "SecretStoreSettings",
+    "check_secret_references",
     "open_secret_store",
     "resolve_secret_ref",
 ]
@@ -75,14 +79,6 @@ class SecretStore(Protocol):
     def names(self) -> list[str]: ...
 
 
-class SecretStoreSettings(BaseModel):
-    """The ``secrets:`` section of the gateway config."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    file: Path
-
-
 def _aad(name: str) -> bytes:
     return b"bastion-secret/v1\x00" + name.encode("utf-8")
 
@@ -108,6 +104,10 @@ class HsmSecretStore:
     @property
     def path(self) -> Path:
         return self._path
+
+    def close(self) -> None:
+        """Close the HSM session (the store cannot be used afterwards)."""
+        self._hsm.close()
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -217,22 +217,72 @@ def resolve_secret_ref(value: str, store: SecretStore) -> Secret:
     return store.get(name)
 
 
-def open_secret_store(config: Any) -> HsmSecretStore:
-    """Open the store named by ``config.secrets`` (``{file: PATH}``) on the HSM of ``config.hsm``
-    (an ``HsmSettings`` mapping), or of the ``BASTION_HSM_*`` environment when that is absent.
-    The HSM session stays open for the gateway's lifetime."""
-    try:
-        settings = SecretStoreSettings.model_validate(dict(config.secrets or {}))
-        hsm_config = (
-            HsmSettings.model_validate(dict(config.hsm)).resolve()
-            if config.hsm is not None
-            else HsmConfig.from_env()
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+def open_secret_store(config: GatewayConfig) -> HsmSecretStore:
+    """Open the store named by ``config.secrets`` on the HSM of ``config.hsm``, or of the
+    ``BASTION_HSM_*`` environment when that is absent (both sections were validated, with their
+    paths resolved, when the config loaded). This logs in to the token; the HSM session stays
+    open for the gateway's lifetime."""
+    if config.secrets is None:
         raise SecretStoreError(
-            f"secrets/hsm config: {where}: {first['msg']} (secrets: {{file: PATH}}; hsm: "
-            "{token, pin_file | pin_env, module})"
-        ) from None
-    return HsmSecretStore(settings.file, HsmSession(hsm_config))
+            "'secret:NAME' references need the secret store: add 'secrets: {file: PATH}' "
+            "(see 'bastion secrets --help')"
+        )
+    hsm_config = config.hsm.resolve() if config.hsm is not None else HsmConfig.from_env()
+    return HsmSecretStore(config.secrets.file, HsmSession(hsm_config))
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceCheck:
+    """Whether one secret reference of the config can be read: where it is named, where it
+    points (``env:VAR``, ``file:PATH``, ``secret:NAME``) and, when it cannot, why. Never the
+    value."""
+
+    key: str
+    source: str
+    problem: str | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.problem is None
+
+    def __str__(self) -> str:
+        state = "found" if self.problem is None else f"NOT FOUND: {self.problem}"
+        return f"{self.key} {self.source}: {state}"
+
+
+def check_secret_references(config: GatewayConfig) -> list[ReferenceCheck]:
+    """Look up every secret the config names, as ``bastion serve`` will: files and variables
+    are read, ``secret:NAME`` is decrypted in the HSM (proving the store, the token, the PIN
+    and the KEK). Each value is dropped at once; only found / not found is kept."""
+    from pki.secret import SecretSourceError, secret_from_env_or_file
+
+    refs = config.secret_references()
+    checks: list[ReferenceCheck] = []
+    stored = [(key, ref) for key, ref in refs if ref.store]
+    for key, ref in refs:
+        if ref.store:
+            continue
+        try:
+            secret_from_env_or_file(env=ref.env, file=ref.file)
+        except SecretSourceError as exc:
+            checks.append(ReferenceCheck(key, ref.describe(), str(exc)))
+        else:
+            checks.append(ReferenceCheck(key, ref.describe()))
+    if not stored:
+        return checks
+    try:
+        store = open_secret_store(config)
+    except BastionError as exc:  # no secrets section, HSM unreachable, PIN refused
+        reason = f"the secret store cannot be opened: {exc}".replace("\n", "; ")
+        return checks + [ReferenceCheck(key, ref.describe(), reason) for key, ref in stored]
+    try:
+        for key, ref in stored:
+            try:
+                store.get(str(ref.store))
+            except BastionError as exc:
+                checks.append(ReferenceCheck(key, ref.describe(), str(exc)))
+            else:
+                checks.append(ReferenceCheck(key, ref.describe()))
+    finally:
+        store.close()
+    return checks

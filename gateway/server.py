@@ -96,9 +96,9 @@ def build_gateway(
     audit: AuditSink
     digest_key = None
     if config.audit is not None:
-        from gateway.audit import AuditConfig, load_digest_key, open_audit_trail
+        from gateway.audit import load_digest_key, open_audit_trail
 
-        audit_config = AuditConfig.model_validate(dict(config.audit))
+        audit_config = config.audit
         digest_key = load_digest_key(audit_config)
         sealer = _payload_sealer(config) if audit_config.capture_payloads else None
         trail = open_audit_trail(audit_config, _signer(config))
@@ -127,11 +127,11 @@ def build_gateway(
 
 
 def _hsm_session(config: GatewayConfig, purpose: str) -> Any:
-    from pki.hsm import HsmSession, HsmSettings
+    from pki.hsm import HsmSession
 
     if config.hsm is None:
         raise ConfigError(f"{purpose} needs the HSM: add an 'hsm:' section")
-    return HsmSession(HsmSettings.model_validate(dict(config.hsm)).resolve())
+    return HsmSession(config.hsm.resolve())
 
 
 def _payload_sealer(config: GatewayConfig) -> Any:

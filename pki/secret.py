@@ -11,13 +11,16 @@ import hmac
 import os
 from pathlib import Path
 
+from pki.errors import BastionError
+
 __all__ = ["Secret", "SecretSourceError", "secret_from_env_or_file"]
 
 _MASK = "**********"
 
 
-class SecretSourceError(ValueError):
-    """A secret could not be read from where it was said to be."""
+class SecretSourceError(BastionError, ValueError):
+    """A secret could not be read from where it was said to be. (A ``ValueError`` too, as it
+    was before it joined the ``BastionError`` tree.)"""
 
 
 class Secret:

@@ -5,7 +5,8 @@ installed package so nothing is downloaded), the SoftHSM2 module, and, with ``--
 every policy in DIR lints. With ``--config gateway.yaml``: the config loads; the server and
 upstream client certificates are within their dates, chain to the configured CA and match their
 keys; the CRL is signed by the CA and current; the configured policy lints; the HSM is reachable
-with its keys (when configured); the audit store is writable. With ``--worker-config
+with its keys (when configured); every secret the config names is found (``secret:NAME``
+decrypted in the HSM, files and variables read; never shown); the audit store is writable. With ``--worker-config
 worker.yaml``: the worker config loads, the model artifact's header reads and the HSM unwraps
 its data key (then the key is zeroed; no weights are decrypted). ``install.sh`` runs it.
 
@@ -23,11 +24,16 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from importlib.util import find_spec  # presence of an installed package; it imports nothing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pki.errors import BastionError
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from gateway.audit import AuditConfig
+    from gateway.config import GatewayConfig
+    from pki.hsm import HsmSettings
+
+__all__ = ["CheckFailed", "hsm_status", "register"]
 
 _REQUIRED_MODULES = (
     "starlette",
@@ -150,10 +156,11 @@ def _gateway_checks(path: Path) -> Iterator[Check]:
     if config.policy is not None:
         yield ("policy", _lint(config.policy.file))
     if config.hsm is not None:
-        hsm = dict(config.hsm)
-        yield ("hsm", lambda: _hsm(hsm))
+        hsm = config.hsm
+        yield ("hsm", lambda: hsm_status(hsm))
+    yield from _secret_checks(config)
     if config.audit is not None:
-        audit = dict(config.audit)
+        audit = config.audit
         yield ("audit store", lambda: _audit(audit))
 
 
@@ -208,10 +215,23 @@ def _crl(crl_path: Path, ca_path: Path) -> str:
     )
 
 
-def _hsm(section: dict[str, Any]) -> str:
-    from pki.hsm import HsmSession, HsmSettings
+def _secret_checks(config: GatewayConfig) -> Iterator[Check]:
+    """One check per secret the config names: found, or why not (never the value)."""
+    from gateway.secrets import check_secret_references
 
-    with HsmSession(HsmSettings.model_validate(section).resolve()) as session:
+    for reference in check_secret_references(config):
+        name = f"secret {reference.key}"
+        if reference.problem is None:
+            yield (name, partial(str, f"{reference.source} found"))
+        else:
+            yield (name, partial(_raise, f"{reference.source}: {reference.problem}"))
+
+
+def hsm_status(settings: HsmSettings) -> str:
+    """Log in to the configured token and check Bastion's keys are on it (serve --check too)."""
+    from pki.hsm import HsmSession
+
+    with HsmSession(settings.resolve()) as session:
         info = session.token_info()
         keys = session.key_inventory()
     missing = [k.role for k in keys if not k.present]
@@ -222,10 +242,9 @@ def _hsm(section: dict[str, Any]) -> str:
     return f"token {info.label!r} ({info.manufacturer.strip()}) reachable, {len(keys)} keys present"
 
 
-def _audit(section: dict[str, Any]) -> str:
-    from gateway.audit import AuditConfig, open_store
+def _audit(config: AuditConfig) -> str:
+    from gateway.audit import open_store
 
-    config = AuditConfig.model_validate(section)
     if config.backend == "sqlite" and config.path is not None:
         directory = config.path.parent
         try:

@@ -1,4 +1,10 @@
-"""``bastion serve --config FILE``: run the gateway (mTLS API port + plain ops port)."""
+"""``bastion serve --config FILE``: run the gateway (mTLS API port + plain ops port).
+
+``--check`` loads and validates the config (every section typed; an unknown key is an error with
+``file:line:col``), then looks up every secret it names and logs in to the HSM, saying per
+reference found or not (never the value). Exit 1 if anything is wrong: what ``--check`` accepts,
+``serve`` starts with.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_config
+from gateway.config import GatewayConfig, load_config
+from pki.errors import BastionError
+
+__all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("serve", help="run the gateway")
     parser.add_argument("--config", type=Path, required=True, help="gateway config YAML")
     parser.add_argument(
-        "--check", action="store_true", help="load and validate the config, print a summary, exit"
+        "--check",
+        action="store_true",
+        help="validate the config, look up every secret it names and the HSM, print a summary, exit",
     )
     parser.set_defaults(func=_serve)
 
@@ -21,16 +32,39 @@ def register(subparsers: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.check:
-        from gateway.server import upstream_secrets_summary
-
-        print(f"{args.config}: OK")
-        print(
-            f"  listen: {config.server.host}:{config.server.port} (mTLS), ops port: {config.server.ops_port}"
-        )
-        print(f"  models: {', '.join(config.models)}")
-        for line in upstream_secrets_summary(config.upstreams):
-            print(f"  upstream {line}")
-        return 0
+        return _check(args.config, config)
     from gateway.server import serve
 
     return serve(config)
+
+
+def _check(path: Path, config: GatewayConfig) -> int:
+    from gateway.cli.doctor import hsm_status
+    from gateway.secrets import check_secret_references
+
+    server = config.server
+    print(f"{path}: config valid")
+    print(f"  listen: {server.host}:{server.port} (mTLS), ops port: {server.ops_port}")
+    print(f"  models: {', '.join(config.models)}")
+    for name, upstream in config.upstreams.items():
+        key = upstream.api_key.describe() if upstream.api_key else "no key"
+        print(f"  upstream {name}: {upstream.kind}, {key}")
+    failed = 0
+    if config.hsm is not None:
+        try:
+            print(f"  hsm: {hsm_status(config.hsm)}")
+        except BastionError as exc:  # token, PIN, module or keys refused: reported, fails
+            failed += 1
+            print(f"  hsm: FAILED: {_one_line(exc)}")
+    for check in check_secret_references(config):
+        failed += not check.found
+        print(f"  secret {check}")
+    if failed:
+        print(f"{path}: NOT OK ({failed} problem{'s' if failed > 1 else ''})")
+        return 1
+    print(f"{path}: OK")
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).replace("\n", "; ") or type(exc).__name__

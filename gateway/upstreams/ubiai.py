@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx2
 
-from gateway.config import UpstreamConfig
+from gateway.config import UbiAIOptions, UpstreamConfig
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.upstreams.base import CircuitBreaker, Endpoint, UpstreamReply, map_transport_errors
 from gateway.upstreams.openai import build_ssl_context
@@ -39,7 +39,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-def chat_to_ubiai(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+def chat_to_ubiai(body: dict[str, Any], options: UbiAIOptions) -> dict[str, Any]:
     messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
     system = [_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
     turns = [m for m in messages if m.get("role") not in ("system", "developer")]
@@ -53,9 +53,9 @@ def chat_to_ubiai(body: dict[str, Any], options: dict[str, Any]) -> dict[str, An
         "system_prompt": "\n".join(system),
         "user_prompt": user_prompt,
         "temperature": body.get("temperature", 0.7),
-        "monitor_model": bool(options.get("monitor_model", False)),
-        "knowledge_base_ids": list(options.get("knowledge_base_ids", [])),
-        "session_id": str(options.get("session_id") or uuid.uuid4()),
+        "monitor_model": options.monitor_model,
+        "knowledge_base_ids": list(options.knowledge_base_ids),
+        "session_id": options.session_id or str(uuid.uuid4()),
     }
 
 
@@ -96,7 +96,7 @@ class UbiAIUpstream:
         self._config = config
         self._token = token
         self._endpoint = config.urls()[0]
-        self._response_field = str(config.ubiai.get("response_field", "output"))
+        self._response_field = config.ubiai.response_field
         self._client = httpx2.AsyncClient(
             timeout=httpx2.Timeout(
                 connect=config.timeout.connect,
@@ -121,7 +121,7 @@ class UbiAIUpstream:
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply:
         self._breaker.before_call()
-        payload = chat_to_ubiai(body, dict(self._config.ubiai))
+        payload = chat_to_ubiai(body, self._config.ubiai)
         with map_transport_errors(self.name, self._breaker):
             response = await self._client.post(self._endpoint + self._token.reveal(), json=payload)
             data = response.json()

@@ -102,8 +102,8 @@ def start_gateway(
         with path.open("w") as handle:
             YAML().dump(gateway_config(test_pki, recording_upstream.url, **sections), handle)
         config = load_config(path)
-        if config.audit is not None and config.audit.get("path"):
-            trails.append(Path(config.audit["path"]))
+        if config.audit is not None and config.audit.path is not None:
+            trails.append(config.audit.path)
         gateway = build_gateway(config, span_processor=span_processor)
         server = ServerThread(gateway).start()
         started.append(server)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from gateway.config import SecretStoreConfig
 from gateway.secrets import (
     HsmSecretStore,
     SecretNotFoundError,
@@ -17,7 +18,7 @@ from gateway.secrets import (
     open_secret_store,
     resolve_secret_ref,
 )
-from pki.hsm import HsmSession
+from pki.hsm import HsmSession, HsmSettings
 from pki.secret import Secret
 from tests.fixtures.softhsm import SoftHsm
 
@@ -92,20 +93,18 @@ def test_resolve_refusals(
 
 
 def test_resolve_and_open_from_gateway_config(store: HsmSecretStore, softhsm: SoftHsm) -> None:
-    """open_secret_store reads the secrets/hsm config sections and resolves secret:NAME."""
-    config = SimpleNamespace(
-        secrets={"file": str(store.path)},
-        hsm={
-            "module": str(softhsm.token.module),
-            "token": softhsm.token.token_label,
-            "pin_file": str(softhsm.token.pin_file),
-        },
+    """open_secret_store opens the store of the typed secrets/hsm sections and resolves
+    secret:NAME; without a secrets section it says what to add."""
+    hsm = HsmSettings(
+        module=softhsm.token.module,
+        token=softhsm.token.token_label,
+        pin_file=softhsm.token.pin_file,
     )
-    opened = open_secret_store(config)
+    config = SimpleNamespace(secrets=SecretStoreConfig(file=store.path), hsm=hsm)
+    opened = open_secret_store(config)  # type: ignore[arg-type]
     assert resolve_secret_ref("secret:openai", opened).reveal() == VALUE
-    bad = SimpleNamespace(secrets={"file": "x", "path": "y"}, hsm=config.hsm)
-    with pytest.raises(SecretStoreError, match="secrets/hsm config"):
-        open_secret_store(bad)
+    with pytest.raises(SecretStoreError, match=r"add 'secrets: \{file: PATH\}'"):
+        open_secret_store(SimpleNamespace(secrets=None, hsm=hsm))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
