@@ -116,7 +116,10 @@ def ssn_ok(digits: str) -> bool:
 
 _PLACEHOLDER = re.compile(
     r"""^(?:
-        \$\{?[\w.:-]*\}?              # $TOKEN, ${DB_PASSWORD}
+        \$\{[^{}]*\}                  # ${DB_PASSWORD}
+      | \$(?:env:)?(?:[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*)(?:\.[\w.]+)?  # $TOKEN, $env:PW, $db_pass
+      | \$\(.*\)                     # $(cat /run/secrets/db)
+      | %[A-Za-z_][A-Za-z0-9_]*%       # %DB_PASSWORD% (Windows)
       | \{\{.*\}\}                   # {{ secret }}
       | <[^<>]*>                     # <your key>
       | %\(?\w*\)?s                  # %(password)s
