@@ -20,7 +20,8 @@ __all__ = [
     "format_validation_error",
 ]
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+# strict: no coercion ("8" is not 8, "yes" is not true); JSON integers still fill float fields.
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 StopList = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=8)]
 
 
@@ -61,7 +62,8 @@ class _Sampling(BaseModel):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: str | StopList | None = None
-    seed: int | None = None
+    # torch.Generator.manual_seed's range (a larger integer would fail in the engine)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = 1

@@ -4,7 +4,8 @@
      └── InferenceError            anything the worker refuses or cannot do
           ├── WorkerConfigError    config file unreadable, unknown key, invalid lever combination
           ├── ModelLoadError       model source missing or unusable (the artifact loader has its own)
-          ├── RequestError         a request the worker will not run as given (HTTP 400)
+          ├── RequestError         a request the worker will not run as given (HTTP 400, or its
+          │    │                   ``status``: 413 body too large, 415 not JSON)
           │    └── ContextLengthError  prompt or prompt + max_tokens over a configured limit
           ├── OverloadedError      admission queue full (HTTP 429 with Retry-After)
           └── WorkerStoppedError   the scheduler has stopped; nothing more is served (HTTP 503)
@@ -42,12 +43,20 @@ class ModelLoadError(InferenceError):
 
 
 class RequestError(InferenceError):
-    """A request the worker refuses as given (HTTP 400)."""
+    """A request the worker refuses as given (HTTP ``status``, 400 unless said otherwise)."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int = 400,
+    ) -> None:
         super().__init__(message)
         self.param = param
         self.code = code
+        self.status = status
 
 
 class ContextLengthError(RequestError):

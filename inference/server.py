@@ -20,7 +20,8 @@ from typing import Any
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -167,7 +168,15 @@ def _from_exception(exc: InferenceError) -> JSONResponse:
             headers={"Retry-After": str(exc.retry_after)},
         )
     if isinstance(exc, RequestError):
-        return _error(400, str(exc), type_="invalid_request_error", param=exc.param, code=exc.code)
+        return _error(
+            exc.status,
+            str(exc),
+            type_="invalid_request_error",
+            param=exc.param,
+            code=exc.code,
+            # the unread rest of an oversized body must not be parsed as the next request
+            headers={"Connection": "close"} if exc.status == 413 else None,
+        )
     if isinstance(exc, WorkerStoppedError):
         return _error(
             503,
@@ -183,6 +192,38 @@ async def _inference_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, InferenceError):  # pragma: no cover - registered for InferenceError
         raise exc
     return _from_exception(exc)
+
+
+# Starlette's own refusals (no route, wrong method), in the OpenAI shape. The message is fixed
+# per status: the path the caller sent is never echoed (it may carry an identifier).
+_HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
+    404: ("no such route on this worker", "invalid_request_error", "not_found"),
+    405: (
+        "method not allowed on this route; the Allow header lists the allowed ones",
+        "invalid_request_error",
+        "method_not_allowed",
+    ),
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException
+        raise exc
+    message, type_, code = _HTTP_ERRORS.get(
+        exc.status_code, ("request refused", "invalid_request_error", "http_error")
+    )
+    headers = dict(exc.headers) if exc.headers else None
+    return _error(exc.status_code, message, type_=type_, code=code, headers=headers)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # the caller left while sending; nobody reads this
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Starlette logs the traceback (exception type and frames; messages never carry prompt
+    # text); the caller gets the OpenAI shape, not a plain-text 500.
+    return _error(500, "internal error in the inference worker", type_="server_error")
 
 
 # -- identity ---------------------------------------------------------------------------------
@@ -215,21 +256,66 @@ class ClientIdentityMiddleware:
 # -- routes -----------------------------------------------------------------------------------
 
 
+def _check_media_type(request: Request) -> None:
+    """Bodies are JSON (UTF-8) only: text/plain, forms and a missing type are 415."""
+    media, _, params = request.headers.get("content-type", "").partition(";")
+    charset = ""
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media.strip().lower() != "application/json" or charset not in ("", "utf-8", "utf8"):
+        raise RequestError(
+            "request body must be JSON: send Content-Type: application/json (UTF-8)",
+            param="content-type",
+            code="unsupported_media_type",
+            status=415,
+        )
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError(
+        f"request body exceeds {limit} bytes (server.max_body_bytes)",
+        code="request_too_large",
+        status=413,
+    )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError("non-finite number")  # Infinity, -Infinity, NaN: not JSON (RFC 8259)
+
+
 async def _read_json(request: Request, limit: int) -> Any:
+    _check_media_type(request)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)  # refused before a byte of the body is read
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestError(
-                f"request body exceeds {limit} bytes (server.max_body_bytes)",
-                code="request_too_large",
-            )
+            raise _too_large(limit)
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json.loads(b"".join(chunks), parse_constant=_refuse_constant)
+    # ValueError: invalid JSON, bad UTF-8, an integer past Python's digit limit, non-finite
+    # numbers; RecursionError: nesting deeper than the parser's stack.
+    except (ValueError, RecursionError):
         raise RequestError("request body is not valid JSON", code="invalid_json") from None
+
+
+def _check_utf8(texts: list[str], param: str) -> None:
+    """A lone surrogate (``"\\ud800"``) is valid JSON but no text: refuse it by field."""
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                f"{param}: text contains a lone surrogate (not valid Unicode text)",
+                param=param,
+                code="invalid_request",
+            ) from None
 
 
 def _chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
@@ -259,16 +345,19 @@ async def _generate(request: Request, *, chat: bool) -> Response:
     if parsed.model != state.model_name:
         return _error(
             404,
-            f"model {parsed.model!r} is not served here; this worker serves {state.model_name!r}",
+            f"the requested model is not served here; this worker serves {state.model_name!r}",
             type_="invalid_request_error",
             param="model",
             code="model_not_found",
         )
+    _check_utf8(list(parsed.stop_strings()), "stop")
     if isinstance(parsed, ChatCompletionRequest):
         messages = [m.template_dict() for m in parsed.messages]
+        _check_utf8([m["content"] for m in messages], "messages")
         prompt = await asyncio.to_thread(_chat_ids, state.tokenizer, messages)
         requested = parsed.requested_max_tokens
     else:
+        _check_utf8([parsed.prompt_text], "prompt")
         prompt = await asyncio.to_thread(_text_ids, state.tokenizer, parsed.prompt_text)
         requested = parsed.max_tokens
     if not prompt:
@@ -343,12 +432,12 @@ async def _complete(request: Request, handle: RequestHandle, shape: ResponseShap
     try:
         await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
-        if not result.done():
-            result.cancel()
+        for task in (watcher, result):
+            task.cancel()  # no-op for the one that finished
         handle.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+        # cancel() only asks; wait until both have really ended before looking at the result
+        # (result() on a task still unwinding raised InvalidStateError).
+        await asyncio.gather(watcher, result, return_exceptions=True)
     if result.cancelled():
         return Response(status_code=499)  # client is gone; nobody reads this
     return result.result()
@@ -402,6 +491,13 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+_HANDLERS: dict[Any, Callable[[Request, Exception], Any]] = {
+    InferenceError: _inference_error,
+    HTTPException: _http_error,
+    ClientDisconnect: _client_gone,
+    Exception: _unexpected,
+}
+
 _OPS_ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
@@ -448,9 +544,7 @@ def create_app(
         Route("/v1/models", models, methods=["GET"]),
         *_OPS_ROUTES,
     ]
-    app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={InferenceError: _inference_error}
-    )
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_HANDLERS)
     app.state.worker = worker_state
     app.add_middleware(TracingMiddleware, tracer=build_tracer(config.tracing, span_processor))
     if config.server.tls is not None:
@@ -465,6 +559,6 @@ def _with_identity(app: Starlette, allowed: frozenset[str]) -> Starlette:
 
 def create_ops_app(state: WorkerState) -> Starlette:
     """Health, readiness and metrics only, for a plain-HTTP port that probes can reach."""
-    app = Starlette(routes=list(_OPS_ROUTES))
+    app = Starlette(routes=list(_OPS_ROUTES), exception_handlers=_HANDLERS)
     app.state.worker = state
     return app

@@ -123,7 +123,7 @@ def test_models_lists_the_served_model(client: httpx.Client) -> None:
         (chat_body("word " * 300), 400, "context_length_exceeded", "messages"),
         (chat_body("x", max_tokens=100000), 400, "context_length_exceeded", "max_tokens"),
         (b"{not json", 400, "invalid_json", None),
-        (b"[" + b"1," * 600000 + b"1]", 400, "request_too_large", None),
+        (b"[" + b"1," * 600000 + b"1]", 413, "request_too_large", None),
     ],
     ids=[
         "wrong-model",
@@ -141,7 +141,9 @@ def test_bad_requests_get_openai_errors(
 ) -> None:
     """Malformed or oversized requests get a 4xx in the OpenAI error shape, naming the param."""
     if isinstance(payload, bytes):
-        response = client.post("/v1/chat/completions", content=payload)
+        response = client.post(
+            "/v1/chat/completions", content=payload, headers={"content-type": "application/json"}
+        )
     else:
         response = client.post("/v1/chat/completions", json=payload)
     assert response.status_code == status
