@@ -48,6 +48,10 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     logging.getLogger("httpcore2").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # Bastion writes its own access log
+    # Each of the two uvicorn servers (API, ops) logs "Started/Finished server process" and
+    # "Shutting down" on the same logger, so every line came twice; Bastion says where it
+    # listens and that it stopped itself. uvicorn's warnings and errors still come through.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 def resolve_secret(ref: SecretRef, *, store: Any = None) -> Secret:
@@ -351,3 +355,4 @@ def upstream_secrets_summary(upstreams: Mapping[str, UpstreamConfig]) -> list[st
         f"{name}: {up.api_key.describe() if up.api_key else 'no key'}"
         for name, up in upstreams.items()
     ]
+    logger.info("bastion gateway stopped")
