@@ -372,6 +372,7 @@ def _endpoint_handler(gateway: Gateway, endpoint: Endpoint) -> Any:
 def _models_handler(gateway: Gateway) -> Any:
     async def handler(request: Request) -> Response:
         identity = identify(request)
+        gateway.authorizer.check_listing(identity)  # 403 to an identity no rule names
         created = 0
         data = [
             {"id": alias, "object": "model", "created": created, "owned_by": "bastion"}
@@ -410,14 +411,36 @@ def _ops_routes(gateway: Gateway) -> list[Route]:
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's 404/405 in the OpenAI shape. The message names the route template, never
+    the path the caller sent (a path can carry an identifier: issue 14)."""
     if isinstance(exc, HTTPException) and exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        route = _route_template(request.scope)
         return error_response(
-            MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+            MethodNotAllowed(
+                f"this method is not allowed on {route}; use {allow}"
+                if allow
+                else "this method is not allowed here"
+            ),
+            {"allow": allow} if allow else None,
         )
     if isinstance(exc, HTTPException) and exc.status_code == 404:
-        return error_response(NotFound(f"no such endpoint: {request.url.path}"))
+        return error_response(
+            NotFound(
+                "no such endpoint; the API serves /v1/chat/completions, /v1/completions "
+                "and /v1/models"
+            )
+        )
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     return error_response(GatewayError(f"HTTP {status}"))
+
+
+def _route_template(scope: Scope) -> str:
+    """The template of the route that matched (``/v1/chat/completions``), or "-": what logs
+    and metrics may name. The raw path is the caller's and is never written."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "-"
 
 
 async def _gateway_exception(request: Request, exc: Exception) -> Response:
@@ -431,7 +454,8 @@ async def _gateway_exception(request: Request, exc: Exception) -> Response:
 class AccessLog:
     """Pure ASGI middleware: one line per request with identity, route, status, latency.
 
-    Never the body, never the query string. Pure ASGI (not ``BaseHTTPMiddleware``) keeps
+    The path is written as the matched route's template ("-" when none matched), never as
+    sent; never the body, never the query string. Pure ASGI (not ``BaseHTTPMiddleware``) keeps
     contextvars and streaming intact.
     """
 
@@ -461,7 +485,7 @@ class AccessLog:
             await self.app(scope, receive, wrapped)
         finally:
             elapsed = time.perf_counter() - start
-            path = scope["path"]
+            path = _route_template(scope)  # never the raw path: it is the caller's data
             verdict = peer_identity(scope)
             who = verdict.spiffe_id if isinstance(verdict, Identity) else "-"
             if path in ("/v1/chat/completions", "/v1/completions"):
@@ -494,7 +518,7 @@ def build_app(gateway: Gateway) -> ASGIApp:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_exception},
+        exception_handlers={HTTPException: _http_exception, BastionError: _gateway_exception},
     )
     return AccessLog(app, gateway, enabled=gateway.config.server.access_log)
 

@@ -79,6 +79,23 @@ class ServerConfig(_Frozen):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Bounded pool for blocking work (detection, PKCS#11) off the event loop.
     worker_threads: Annotated[int, Field(ge=1, le=256)] = 8
+    # Connection limits of the HTTP edge (both ports), so a slow or idle client cannot hold
+    # sockets (slowloris). Each is an overall deadline, not a per-read timeout.
+    # TLS handshake done within this, else the socket is closed (asyncio's default is 60 s).
+    tls_handshake_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # From a connection's first byte (or its TLS handshake) to the end of the request headers.
+    header_read_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # From the end of the headers to the end of the body: 1 MiB (max_body_bytes) in 30 s is a
+    # 35 KB/s floor, far below any internal network.
+    body_read_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # Idle time between requests on a keep-alive connection before the gateway closes it.
+    keep_alive_timeout_s: Annotated[int, Field(ge=1, le=600)] = 30
+    # Open connections per listener; one more gets 503 and is closed before any HTTP is read.
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1024
+    # SIGTERM: stop accepting, close idle connections, sign the audit checkpoint, then wait at
+    # most this long for in-flight requests (below Kubernetes' 30 s terminationGracePeriod and
+    # uvicorn's 10 s, so the closing checkpoint is never lost to the kill that follows).
+    shutdown_grace_s: Annotated[int, Field(ge=0, le=300)] = 5
 
 
 class TLSConfig(_Frozen):

@@ -1,7 +1,8 @@
 """Per-identity limits: requests per minute and tokens per minute, token buckets in memory.
 
 Rules come from config (``rate_limits:``), matched in order against the caller's SPIFFE ID
-(globs); the first matching rule applies, with one bucket per identity. Tokens are estimated
+(globs, the policy's meaning: ``*`` stops at ``/``, see :func:`gateway.policy.glob_match`);
+the first matching rule applies, with one bucket per identity. Tokens are estimated
 at admission (prompt characters / 4 plus ``max_tokens``, or 256 when absent), before detection
 runs, so a flood costs little. Limits are per gateway replica: with N replicas behind a load
 balancer the effective limit is up to N times the configured one (documented trade-off;
@@ -14,10 +15,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from gateway.config import RateLimitRule
 from gateway.errors import RateLimited
+from gateway.policy import glob_match
 
 __all__ = ["RateLimiter", "estimate_tokens"]
 
@@ -63,7 +64,7 @@ class RateLimiter:
     def check(self, identity: str, tokens: int) -> None:
         """Admit one request of ``tokens`` estimated tokens, or raise :class:`RateLimited`."""
         for index, rule in enumerate(self._rules):
-            if not fnmatchcase(identity, rule.identity):
+            if glob_match(identity, (rule.identity,)) is None:
                 continue
             now = time.monotonic()
             with self._lock:

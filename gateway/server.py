@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import AuditSink
 from gateway.telemetry import Telemetry
 from gateway.upstreams import OpenAIUpstream, UbiAIUpstream, Upstream
-from pki.asgi_tls import PeerPolicy, protocol_class
+from pki.asgi_tls import ConnectionLimits, PeerPolicy, protocol_class
 from pki.crl import RevocationChecker
 from pki.errors import BastionError
 from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
@@ -179,10 +179,77 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _NoSignals(uvicorn.Server):
+# A peer that does not answer our TLS close_notify within this is cut off: closing a connection
+# (keep-alive expiry, shutdown, a refusal) must not wait on the peer (asyncio's default is 30 s).
+TLS_CLOSE_TIMEOUT_S = 2.0
+
+
+class _EdgeServer(uvicorn.Server):
+    """uvicorn's server with Bastion's edge around it.
+
+    - Signals are handled by :func:`_run`, not uvicorn (which re-raises SIGTERM after its
+      shutdown, killing the process before the audit trail is closed).
+    - TLS handshakes must finish within ``tls_handshake_timeout_s`` and closing waits at most
+      :data:`TLS_CLOSE_TIMEOUT_S` for the peer (uvicorn leaves asyncio's 60 s / 30 s).
+    - Shutdown (issue 14/16): stop accepting, close idle connections at once, run
+      ``before_drain`` (the gateway signs the audit trail's closing checkpoint there), and only
+      then wait, at most ``timeout_graceful_shutdown`` (``server.shutdown_grace_s``), for
+      in-flight requests; uvicorn's own shutdown does the wait and cancels what is left.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        handshake_timeout_s: float | None = None,
+        before_drain: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._handshake_timeout_s = handshake_timeout_s
+        self._before_drain = before_drain
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.config.ssl is None or not sockets:
+            await super().startup(sockets=sockets)
+            return
+        # uvicorn's startup with no socket, then the listeners with bounded TLS handshakes
+        # (its own create_server call takes no handshake or close timeout).
+        await super().startup(sockets=[])
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+            return protocol
+
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            server = await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self._handshake_timeout_s,
+                ssl_shutdown_timeout=TLS_CLOSE_TIMEOUT_S,
+            )
+            self.servers.append(server)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle: closed now; busy: closed after its answer
+        if self._before_drain is not None:
+            await self._before_drain()
+        await super().shutdown(sockets=sockets)  # bounded wait for in-flight requests
 
 
 @dataclass
@@ -208,30 +275,66 @@ def _make_servers(gateway: Gateway) -> _Servers:
         revocation=revocation,
         on_refused=lambda reason: gateway.metrics.tls_refused.labels(reason).inc(),
     )
-    main_sock = _bind(config.server.host, config.server.port)
+    server = config.server
+    main_sock = _bind(server.host, server.port)
     main_config = uvicorn.Config(
         build_app(gateway),
-        http=protocol_class(policy),
+        http=protocol_class(policy, _connection_limits(gateway)),
         ssl_context_factory=lambda _config, _default: ssl_ctx,
         lifespan="off",
         access_log=False,
         log_config=None,
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=10,
+        timeout_keep_alive=server.keep_alive_timeout_s,
+        timeout_graceful_shutdown=server.shutdown_grace_s,
     )
-    # uvicorn's own signal capture re-raises SIGTERM after its shutdown, which would kill the
-    # process before the audit trail signs its closing checkpoint: Bastion handles signals in
-    # _run instead (handle_signals) and closes everything first.
-    main = _NoSignals(main_config)
+    main = _EdgeServer(
+        main_config,
+        handshake_timeout_s=server.tls_handshake_timeout_s,
+        before_drain=lambda: _before_drain(gateway),
+    )
     ops = ops_sock = None
-    if config.server.ops_port is not None:
-        ops_sock = _bind(config.server.ops_host, config.server.ops_port)
-        ops = _NoSignals(
+    if server.ops_port is not None:
+        ops_sock = _bind(server.ops_host, server.ops_port)
+        ops = _EdgeServer(
             uvicorn.Config(
-                build_ops_app(gateway), lifespan="off", access_log=False, log_config=None
+                build_ops_app(gateway),
+                http=protocol_class(None, _connection_limits(gateway)),
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                timeout_keep_alive=server.keep_alive_timeout_s,
+                timeout_graceful_shutdown=server.shutdown_grace_s,
             )
         )
     return _Servers(main, main_sock, ops, ops_sock)
+
+
+def _connection_limits(gateway: Gateway) -> ConnectionLimits:
+    server = gateway.config.server
+    return ConnectionLimits(
+        header_read_timeout_s=server.header_read_timeout_s,
+        body_read_timeout_s=server.body_read_timeout_s,
+        max_connections=server.max_connections,
+        on_dropped=lambda reason: gateway.metrics.tls_refused.labels(reason).inc(),
+    )
+
+
+async def _before_drain(gateway: Gateway) -> None:
+    """Shutdown, after accepting stopped and before in-flight requests are waited for: report
+    not ready and sign the audit trail's closing checkpoint now, so a kill that follows the
+    grace period cannot lose it (the trail signs once more when it closes)."""
+    gateway.ready = False
+    checkpoint = getattr(gateway.audit, "checkpoint", None)  # absent without a trail
+    if checkpoint is None:
+        return
+    grace = gateway.config.server.shutdown_grace_s
+    try:
+        await asyncio.wait_for(checkpoint(), timeout=max(grace, 1.0))
+    except (BastionError, TimeoutError) as exc:
+        gateway.metrics.audit_failures.inc()
+        logger.error("closing audit checkpoint not signed before draining (%s)", type(exc).__name__)
+    else:
+        logger.info("audit trail: closing checkpoint signed; draining in-flight requests")
 
 
 def _checker_from_ca_file(crl: Path, ca: Path) -> RevocationChecker:

@@ -2,6 +2,11 @@
 
 Attributes are limited to identity, route, rule id, policy version, entity types and counts,
 status and token counts — never text (:data:`ALLOWED_ATTRIBUTES` is enforced, not advisory).
+The span *status* is covered too: spans never set their status from an exception (whose message
+could hold a caller's value, issue 14) and carry a status code only, never a description; every
+span processor sees spans through :class:`_AllowListed`, which drops any attribute outside the
+allow-list, any event (exception events hold messages) and any status description, so a
+forgotten call site cannot leak text to an exporter.
 Each gateway owns its ``TracerProvider`` (no global state, so tests attach an in-memory
 exporter). With ``exporter: none`` (the default) the tracer is OpenTelemetry's no-op tracer and
 a step costs one histogram observation.
@@ -18,10 +23,12 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel, ConfigDict
 
 from gateway.metrics import GatewayMetrics
@@ -90,9 +97,9 @@ class Telemetry:
                     else OTLPSpanExporter()
                 )
             if exporter is not None:
-                provider.add_span_processor(BatchSpanProcessor(exporter))
+                provider.add_span_processor(_AllowListed(BatchSpanProcessor(exporter)))
             if extra_processor is not None:
-                provider.add_span_processor(extra_processor)
+                provider.add_span_processor(_AllowListed(extra_processor))
             self._provider = provider
             self.tracer: trace.Tracer = provider.get_tracer("bastion.gateway")
         else:
@@ -104,12 +111,21 @@ class Telemetry:
 
     @contextmanager
     def request_span(self, endpoint: str) -> Iterator[trace.Span]:
-        # record_exception=False: exception messages stay out of spans (defence in depth).
+        # record_exception=False and set_status_on_exception=False: an exception's message
+        # (which may quote what the caller sent) never reaches the span; _ended_by sets the
+        # status from the error's HTTP status alone.
         with self.tracer.start_as_current_span(
-            "bastion.request", kind=trace.SpanKind.SERVER, record_exception=False
+            "bastion.request",
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             set_attributes(span, {"bastion.endpoint": endpoint})
-            yield span
+            try:
+                yield span
+            except BaseException as exc:
+                _ended_by(span, exc)
+                raise
 
     @contextmanager
     def step(self, name: str) -> Iterator[trace.Span]:
@@ -117,11 +133,63 @@ class Telemetry:
         start = time.perf_counter()
         try:
             with self.tracer.start_as_current_span(
-                f"bastion.{name}", record_exception=False
+                f"bastion.{name}", record_exception=False, set_status_on_exception=False
             ) as span:
-                yield span
+                try:
+                    yield span
+                except BaseException as exc:
+                    _ended_by(span, exc)
+                    raise
         finally:
             self.metrics.step_seconds.labels(name).observe(time.perf_counter() - start)
+
+
+def _ended_by(span: trace.Span, exc: BaseException) -> None:
+    """Status for a span ended by ``exc``: ERROR for a server-side failure (5xx, or anything that
+    is not an HTTP error), unset for a refusal the caller caused (4xx), as OpenTelemetry's HTTP
+    conventions say for server spans. Never a description."""
+    status = getattr(exc, "status_code", 500)
+    if not isinstance(status, int) or status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+
+
+class _AllowListed(SpanProcessor):
+    """Hands ``inner`` a copy of each ended span holding only what may leave the process:
+    allow-listed attributes, the status code without description, no events."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attributes = {
+            key: value
+            for key, value in (span.attributes or {}).items()
+            if key in ALLOWED_ATTRIBUTES
+        }
+        self._inner.on_end(
+            ReadableSpan(
+                name=span.name,
+                context=span.context,
+                parent=span.parent,
+                resource=span.resource,
+                attributes=attributes,
+                links=span.links,
+                kind=span.kind,
+                status=Status(span.status.status_code),
+                start_time=span.start_time,
+                end_time=span.end_time,
+                instrumentation_scope=span.instrumentation_scope,
+            )
+        )
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
 
 
 def set_attributes(span: trace.Span, attributes: Mapping[str, Any]) -> None:
