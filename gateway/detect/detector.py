@@ -14,6 +14,7 @@ pool, never on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from gateway.detect._custom import compile_deny_list, compile_recognizer
 from gateway.detect._fields import find_fields
 from gateway.detect._normalize import NormalizedText, ascii_skeleton, normalize, structured_view
 from gateway.detect._people import find_addresses, find_names
+from gateway.detect._placeholders import PlaceholderMask, only_masked
 from gateway.detect._public import is_public_figure, public_figure_spans
 from gateway.detect._secrets import find_secrets
 from gateway.detect._split import find_split_values
@@ -170,9 +172,23 @@ class Detector:
         custom |= {d.spec.entity_type for d in self._deny_lists}
         return self._entities if self._entities is not None else KNOWN_ENTITIES | custom
 
-    def analyze(self, texts: Sequence[TextRef]) -> list[Finding]:
-        """Findings over all texts, in original offsets, sorted by path order and position."""
+    def analyze(
+        self, texts: Sequence[TextRef], *, placeholders: Iterable[str] = ()
+    ) -> list[Finding]:
+        """Findings over all texts, in original offsets, sorted by path order and position.
+
+        ``placeholders``: the placeholders sanitizing gave this request (a re-scan of the
+        sanitized body). They are masked first, so no piece of one is read as an entity; text
+        the caller wrote in placeholder shape is not masked."""
         normalized = [normalize(ref.text) for ref in texts]
+        mask = PlaceholderMask(placeholders)
+        masked: list[tuple[tuple[int, int], ...]] = [()] * len(normalized)
+        if mask:
+            for i, norm in enumerate(normalized):
+                text, spans = mask.apply(norm.text)
+                if spans:
+                    normalized[i] = dataclasses.replace(norm, text=text)
+                    masked[i] = spans
         per_text: list[list[Candidate]] = [self._own(n.text) for n in normalized]
         if self._use_ner:
             for index, candidate in self._ner(normalized):
@@ -182,7 +198,12 @@ class Detector:
         for k, candidate in find_split_values(pieces):
             per_text[plain[k]].append(candidate)
         findings: list[Finding] = []
-        for ref, norm, candidates in zip(texts, normalized, per_text, strict=True):
+        for i, (ref, norm, candidates) in enumerate(zip(texts, normalized, per_text, strict=True)):
+            if masked[i]:
+                spans = masked[i]
+                candidates = [
+                    c for c in candidates if not only_masked(norm.text, c.start, c.end, spans)
+                ]
             findings.extend(self._to_findings(ref, norm, candidates))
         return findings
 
