@@ -3,8 +3,12 @@
 A CA directory holds::
 
     ca.crt          the CA certificate (ECDSA P-256, self-signed, pathlen 0)
-    ca.key          its private key, PKCS#8 encrypted with the operator's passphrase
-    ca.json         trust domain and key location (file, or HSM once ``pki.hsm`` holds it)
+    ca.key          its private key, PKCS#8 encrypted with the operator's passphrase; absent
+                    when the key lives in the HSM (``init --hsm``), where it never leaves the token
+    ca.json         trust domain and key location (``file`` + path, or ``hsm`` + token label)
+    ca-bundle.pem   after a rotation: the current CA certificate and the previous ones, so
+                    certificates issued before it keep verifying until they expire
+    previous/       the certificates (and file keys) of rotated-out CA keys
     issued.jsonl    one line per issued certificate: serial, kind, subject, SANs, validity
     revoked.jsonl   one line per revocation: serial, time, reason
     crl.pem         the current CRL, signed by the CA (the gateway re-reads it when it changes)
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,6 +38,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pki.errors import CANotFoundError, IssueError, PassphraseError
 from pki.secret import Secret
+
+if TYPE_CHECKING:
+    from pki.hsm import HsmSession
 
 __all__ = [
     "CA",
@@ -52,6 +59,8 @@ CA_META = "ca.json"
 ISSUED = "issued.jsonl"
 REVOKED = "revoked.jsonl"
 CRL_FILE = "crl.pem"
+CA_BUNDLE = "ca-bundle.pem"
+PREVIOUS = "previous"
 
 DEFAULT_CA_LIFETIME = dt.timedelta(days=3650)
 DEFAULT_CLIENT_LIFETIME = dt.timedelta(days=7)
@@ -195,6 +204,59 @@ class IssuedCert:
         return cert_path, key_path
 
 
+def _new_file_key(path: Path, passphrase: Secret) -> tuple[FileCASigner, dict[str, str]]:
+    """A new P-256 CA key, written PKCS#8-encrypted (0600) at ``path``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.reveal().encode()),
+    )
+    _write_private(path, encrypted)
+    return FileCASigner(key), {"type": "file", "path": path.name}
+
+
+def _self_signed(signer: CASigner, name: x509.Name, lifetime: dt.timedelta) -> x509.Certificate:
+    public = signer.public_key()
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    )
+    return signer.sign_certificate(builder)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_meta(directory: Path, meta: dict[str, object]) -> None:
+    _atomic_write(directory / CA_META, (json.dumps(meta, indent=2) + "\n").encode())
+
+
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -228,71 +290,42 @@ class CA:
         cls,
         directory: Path,
         *,
-        passphrase: Secret,
+        passphrase: Secret | None = None,
+        signer: CASigner | None = None,
+        key_meta: dict[str, str] | None = None,
         trust_domain: str = "bastion.internal",
         common_name: str = "Bastion Internal CA",
         lifetime: dt.timedelta = DEFAULT_CA_LIFETIME,
     ) -> CA:
-        """Create a new CA in ``directory`` (which must not already hold one)."""
+        """Create a new CA in ``directory`` (which must not already hold one). The key is a new
+        file key encrypted with ``passphrase``, or ``signer`` (an HSM key, described in ca.json
+        by ``key_meta``): then no private key is written anywhere."""
         if not _TRUST_DOMAIN.match(trust_domain):
             raise IssueError(
                 f"trust domain {trust_domain!r} must be lower-case letters, digits, '.', '-' or '_'"
             )
-        if len(passphrase.reveal()) < 12:
+        if signer is None and passphrase is None:
+            raise PassphraseError("a file CA key needs a passphrase (or use the HSM: --hsm)")
+        if signer is None and passphrase is not None and len(passphrase.reveal()) < 12:
             raise PassphraseError("the CA passphrase must be at least 12 characters long")
         directory.mkdir(parents=True, exist_ok=True)
         if (directory / CA_CERT).exists() or (directory / CA_KEY).exists():
             raise IssueError(f"{directory} already holds a CA; choose an empty directory")
-        key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
             ]
         )
-        now = _now()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + lifetime)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-        )
-        signer = FileCASigner(key)
-        certificate = signer.sign_certificate(builder)
-        encrypted = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(passphrase.reveal().encode()),
-        )
-        _write_private(directory / CA_KEY, encrypted)
+        if signer is None:
+            if passphrase is None:  # pragma: no cover - refused above; narrows the type
+                raise PassphraseError("a file CA key needs a passphrase")
+            signer, key_meta = _new_file_key(directory / CA_KEY, passphrase)
+        elif key_meta is None:
+            raise IssueError("an external CA signer needs key_meta to record where the key is")
+        certificate = _self_signed(signer, name, lifetime)
         (directory / CA_CERT).write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        (directory / CA_META).write_text(
-            json.dumps(
-                {"trust_domain": trust_domain, "key": {"type": "file", "path": CA_KEY}}, indent=2
-            )
-            + "\n"
-        )
+        _write_meta(directory, {"trust_domain": trust_domain, "key": key_meta})
         (directory / ISSUED).touch()
         (directory / REVOKED).touch()
         ca = cls(directory, certificate, trust_domain, signer)
@@ -301,9 +334,15 @@ class CA:
 
     @classmethod
     def open(
-        cls, directory: Path, *, passphrase: Secret | None = None, signer: CASigner | None = None
+        cls,
+        directory: Path,
+        *,
+        passphrase: Secret | None = None,
+        signer: CASigner | None = None,
+        hsm: HsmSession | None = None,
     ) -> CA:
-        """Open an existing CA. Without a passphrase (or signer) it can read but not sign."""
+        """Open an existing CA. Without a passphrase (file key), an HSM session (HSM key) or a
+        signer it can read but not sign."""
         cert_path = directory / CA_CERT
         meta_path = directory / CA_META
         if not cert_path.exists() or not meta_path.exists():
@@ -313,8 +352,14 @@ class CA:
             )
         certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
         meta = json.loads(meta_path.read_text())
-        if signer is None and passphrase is not None:
-            signer = FileCASigner.load(directory / meta["key"]["path"], passphrase)
+        key = meta["key"]
+        if signer is None and key.get("type") == "hsm":
+            if hsm is not None:
+                from pki.hsm import HsmCASigner
+
+                signer = HsmCASigner(hsm, str(key["label"]))
+        elif signer is None and passphrase is not None:
+            signer = FileCASigner.load(directory / key["path"], passphrase)
         if (
             signer is not None
             and signer.public_key().public_numbers() != ec_public_key(certificate).public_numbers()
@@ -332,10 +377,84 @@ class CA:
     def crl_path(self) -> Path:
         return self.directory / CRL_FILE
 
+    @property
+    def key_meta(self) -> dict[str, str]:
+        """Where the CA key is (ca.json's ``key``): ``{"type": "file", "path": …}`` or
+        ``{"type": "hsm", "label": …, "token": …}``."""
+        meta: dict[str, str] = json.loads((self.directory / CA_META).read_text())["key"]
+        return meta
+
     def _require_signer(self) -> CASigner:
         if self._signer is None:
-            raise PassphraseError("this operation signs with the CA key: give the CA passphrase")
+            where = (
+                "log in to the HSM that holds it (--hsm-token, BASTION_HSM_*)"
+                if self.key_meta.get("type") == "hsm"
+                else "give the CA passphrase"
+            )
+            raise PassphraseError(f"this operation signs with the CA key: {where}")
         return self._signer
+
+    # -- rotation -------------------------------------------------------------------------
+
+    def rotate(
+        self,
+        *,
+        passphrase: Secret | None = None,
+        hsm: HsmSession | None = None,
+        label: str | None = None,
+        lifetime: dt.timedelta = DEFAULT_CA_LIFETIME,
+    ) -> CA:
+        """Replace the CA key: a new key (on the token when the current one is there, else a
+        new file key under ``passphrase``), a new self-signed CA certificate with the same name,
+        the old certificate kept under ``previous/`` and in ``ca-bundle.pem`` so certificates
+        issued before keep verifying, and a CRL signed by the new key (revocation is by serial,
+        so it covers certificates issued under either key). Needs the current key: only the
+        holder of the CA may rotate it."""
+        self._require_signer()
+        old = self.key_meta
+        previous = self.directory / PREVIOUS
+        previous.mkdir(exist_ok=True)
+        generation = len(list(previous.glob("ca-*.crt"))) + 2
+        signer: CASigner
+        if old.get("type") == "hsm":
+            if hsm is None:
+                raise PassphraseError("the CA key is in the HSM: rotating needs an HSM session")
+            from pki.hsm import HsmCASigner
+
+            new_label = label or f"{old['label'].rsplit('.', 1)[0]}.{generation}"
+            if not hsm.ensure_ec_keypair(new_label):
+                raise IssueError(
+                    f"a key labelled {new_label!r} already exists on the token; rotating needs a "
+                    "new key: choose another --key-label"
+                )
+            signer = HsmCASigner(hsm, new_label)
+            key_meta = {"type": "hsm", "label": new_label, "token": hsm.config.token_label}
+        else:
+            if passphrase is None or len(passphrase.reveal()) < 12:
+                raise PassphraseError(
+                    "the new CA key file needs a passphrase of at least 12 characters"
+                )
+            signer, key_meta = _new_file_key(self.directory / f"ca-{generation}.key", passphrase)
+        certificate = _self_signed(signer, self.certificate.subject, lifetime)
+        old_serial = format(self.certificate.serial_number, "x")
+        (previous / f"ca-{old_serial}.crt").write_bytes(
+            self.certificate.public_bytes(serialization.Encoding.PEM)
+        )
+        meta = json.loads((self.directory / CA_META).read_text())
+        meta["previous"] = [*meta.get("previous", []), {"serial": old_serial, "key": old}]
+        meta["key"] = key_meta
+        bundle = [certificate.public_bytes(serialization.Encoding.PEM)]
+        now = _now()
+        for path in sorted(previous.glob("ca-*.crt")):
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            if cert.not_valid_after_utc > now:
+                bundle.append(cert.public_bytes(serialization.Encoding.PEM))
+        _atomic_write(self.directory / CA_BUNDLE, b"".join(bundle))
+        _atomic_write(self.directory / CA_CERT, bundle[0])
+        _write_meta(self.directory, meta)
+        rotated = CA(self.directory, certificate, self.trust_domain, signer)
+        rotated.write_crl()
+        return rotated
 
     # -- issuing --------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ Keys (labels configurable, see :class:`HsmConfig`):
   because the data key must be usable in process memory (to decrypt weights at GB/s), and most
   modules refuse to unwrap into a non-sensitive key object; SoftHSM 2.6 also cannot pad-wrap
   raw bytes (CKM_AES_KEY_WRAP_PAD).
+- ``bastion-ca``: the internal CA's ECDSA P-256 key pair (``bastion pki init --hsm``);
+  :class:`HsmCASigner` signs certificates and CRLs with it.
 - ``bastion-signing``: ECDSA P-256 key pair; :class:`HsmSigner` signs SHA-256 digests with
   CKM_ECDSA and returns DER, verifiable with ``cryptography`` (:func:`verify_ecdsa_p256_sha256`).
 
@@ -31,6 +33,7 @@ Exceptions (every PKCS#11 exception is translated at this boundary by ``translat
 
 from __future__ import annotations
 
+from pki.hsm._ca_signer import DEFAULT_CA_KEY_LABEL, HsmCASigner
 from pki.hsm._config import (
     DEFAULT_KEK_LABEL,
     DEFAULT_SIGNING_KEY_LABEL,
@@ -65,6 +68,7 @@ from pki.hsm._softhsm import (
 
 __all__ = [
     "DATA_KEY_BYTES",
+    "DEFAULT_CA_KEY_LABEL",
     "DEFAULT_KEK_LABEL",
     "DEFAULT_SIGNING_KEY_LABEL",
     "DEFAULT_SOFTHSM_MODULE",
@@ -77,6 +81,7 @@ __all__ = [
     "HSMConfigError",
     "HSMError",
     "HSMOperationError",
+    "HsmCASigner",
     "HsmConfig",
     "HsmSession",
     "HsmSettings",

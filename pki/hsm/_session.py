@@ -315,32 +315,56 @@ class HsmSession:
                 created.append("kek")
             else:
                 self._check_kek(kek)
-            private = self._find(ObjectClass.PRIVATE_KEY, KeyType.EC, cfg.signing_key_label)
-            public = self._find(ObjectClass.PUBLIC_KEY, KeyType.EC, cfg.signing_key_label)
-            if private is None and public is None:
-                params = session.create_domain_parameters(
-                    KeyType.EC,
-                    {Attribute.EC_PARAMS: encode_named_curve_parameters(_P256)},
-                    local=True,
-                )
-                params.generate_keypair(
-                    id=os.urandom(_KEY_ID_BYTES),
-                    label=cfg.signing_key_label,
-                    store=True,
-                    private_template={
-                        Attribute.SENSITIVE: True,
-                        Attribute.EXTRACTABLE: False,
-                        Attribute.PRIVATE: True,
-                    },
-                )
+            if self._ensure_ec_keypair(session, cfg.signing_key_label):
                 created.append("signing")
-            elif private is None or public is None:
-                half = "private" if private is None else "public"
-                raise KeyPolicyError(
-                    f"the signing key {cfg.signing_key_label!r} on token {cfg.token_label!r} has "
-                    f"no {half} half; remove the other half or restore it, then run init again"
-                )
         return created
+
+    def ensure_ec_keypair(self, label: str) -> bool:
+        """Create a non-extractable ECDSA P-256 key pair labelled ``label`` unless it exists
+        (the CA key, for instance); True if it was created. Refuses a half pair and a private
+        key that is extractable or not sensitive."""
+        with (
+            self._login.lock,
+            translate_pkcs11("create a key pair", token=self._config.token_label),
+        ):
+            created = self._ensure_ec_keypair(self._session(), label)
+            private = self._require(ObjectClass.PRIVATE_KEY, KeyType.EC, label)
+            values = private.get_attributes([Attribute.SENSITIVE, Attribute.EXTRACTABLE])
+            if values[Attribute.EXTRACTABLE] or not values[Attribute.SENSITIVE]:
+                raise KeyPolicyError(
+                    f"the private key {label!r} on token {self._config.token_label!r} is "
+                    "extractable or not sensitive; Bastion refuses it. Use another label."
+                )
+            return created
+
+    def _ensure_ec_keypair(self, session: Any, label: str) -> bool:
+        cfg = self._config
+        private = self._find(ObjectClass.PRIVATE_KEY, KeyType.EC, label)
+        public = self._find(ObjectClass.PUBLIC_KEY, KeyType.EC, label)
+        if private is None and public is None:
+            params = session.create_domain_parameters(
+                KeyType.EC,
+                {Attribute.EC_PARAMS: encode_named_curve_parameters(_P256)},
+                local=True,
+            )
+            params.generate_keypair(
+                id=os.urandom(_KEY_ID_BYTES),
+                label=label,
+                store=True,
+                private_template={
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.PRIVATE: True,
+                },
+            )
+            return True
+        if private is None or public is None:
+            half = "private" if private is None else "public"
+            raise KeyPolicyError(
+                f"the key pair {label!r} on token {cfg.token_label!r} has no {half} half; "
+                "remove the other half or restore it, then run init again"
+            )
+        return False
 
     def _check_kek(self, kek: Any) -> None:
         values = kek.get_attributes(
