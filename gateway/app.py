@@ -518,7 +518,7 @@ def build_app(gateway: Gateway) -> ASGIApp:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_exception, BastionError: _gateway_exception},
+        exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_exception},
     )
     return AccessLog(app, gateway, enabled=gateway.config.server.access_log)
 
