@@ -41,6 +41,7 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from pki.errors import BastionError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import (
     AuditSink,
@@ -182,6 +183,8 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
     outgoing: dict[str, Any] = dict(body)
     restorer: Restorer = NullRestorer()
     if upstream.kind == "managed":
+    elif not isinstance(exc, GatewayError):  # a domain error: the caller gets a generic message
+        logger.error("%s reached the HTTP boundary: %s", type(exc).__name__, exc)
         # Fail closed: a managed upstream only ever receives a body the router sanitized.
         if routed.outgoing is None or routed.restorer is None:
             raise ServiceUnavailable("managed route without a sanitized body; refusing to forward")
@@ -444,7 +447,9 @@ def _route_template(scope: Scope) -> str:
 
 
 async def _gateway_exception(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, GatewayError):  # pragma: no cover - registered for GatewayError only
+    """Any Bastion error reaching the boundary: OpenAI-shaped, status from the one table
+    (``gateway.api.errors.BOUNDARY``), never the domain message."""
+    if not isinstance(exc, BastionError):  # pragma: no cover - registered for BastionError only
         raise exc
     if isinstance(exc, UpstreamError):
         logger.warning("upstream error: %s", exc.message)
@@ -518,7 +523,7 @@ def build_app(gateway: Gateway) -> ASGIApp:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_exception, GatewayError: _gateway_exception},
+        exception_handlers={HTTPException: _http_exception, BastionError: _gateway_exception},
     )
     return AccessLog(app, gateway, enabled=gateway.config.server.access_log)
 

@@ -2,8 +2,8 @@
 
     BastionError (pki.errors)
      └── GatewayError                 status 500, type "server_error"
-          ├── ConfigError             the gateway config file is wrong (file:line:col in message)
-          ├── APIError                a request the caller must fix or may retry (4xx/5xx below)
+          ├── ConfigError             500: the gateway config file is wrong (file:line:col)
+          ├── APIError                400: a request the caller must fix or may retry (below)
           │    ├── InvalidRequest     400 invalid_request_error (param names the field)
           │    ├── Unauthenticated    401 the client certificate is not an acceptable identity
           │    ├── PermissionDenied   403 identity may not use this model, or the policy denies
@@ -15,7 +15,8 @@
           └── UpstreamError           502/504: the upstream failed (never names the URL or key)
                └── UpstreamTimeout    504
 
-Messages never carry prompt text, secrets or URLs with tokens.
+Messages never carry prompt text, secrets or URLs with tokens. Other packages' errors know
+nothing of HTTP: ``gateway.api.errors.BOUNDARY`` maps each to the answer it becomes.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ class GatewayError(BastionError):
 
 
 class ConfigError(GatewayError):
-    pass
+    status_code = 500
+    code = "config_error"
 
 
 class APIError(GatewayError):
-    pass
+    status_code = 400
+    error_type = "invalid_request_error"
 
 
 class InvalidRequest(APIError):

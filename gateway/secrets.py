@@ -15,7 +15,7 @@ never appear in logs, reprs or exceptions; only names do.
 
 Exceptions::
 
-    GatewayError (gateway.errors)
+    BastionError (pki.errors)
      └── SecretStoreError          store file unreadable/malformed, value refused
           └── SecretNotFoundError  no secret by that name (add it: `bastion secrets put NAME`)
 
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from gateway.errors import GatewayError
 from pki.errors import BastionError
 from pki.hsm import HsmConfig, HsmSession, UnwrapError, WrappedKey
 from pki.secret import Secret
@@ -62,7 +61,7 @@ _VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class SecretStoreError(GatewayError):
+class SecretStoreError(BastionError):
     """The secret store cannot give or keep a secret."""
 
 
