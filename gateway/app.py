@@ -41,7 +41,6 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
-from pki.errors import BastionError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import (
     AuditSink,
@@ -61,6 +60,7 @@ from gateway.ratelimit import RateLimiter, estimate_tokens
 from gateway.telemetry import Telemetry, set_attributes
 from gateway.upstreams.base import Endpoint, Upstream
 from pki.asgi_tls import peer_identity
+from pki.errors import BastionError
 from pki.identity import Identity
 
 __all__ = ["Gateway", "build_app", "build_ops_app"]
@@ -183,8 +183,6 @@ async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpo
     outgoing: dict[str, Any] = dict(body)
     restorer: Restorer = NullRestorer()
     if upstream.kind == "managed":
-    elif not isinstance(exc, GatewayError):  # a domain error: the caller gets a generic message
-        logger.error("%s reached the HTTP boundary: %s", type(exc).__name__, exc)
         # Fail closed: a managed upstream only ever receives a body the router sanitized.
         if routed.outgoing is None or routed.restorer is None:
             raise ServiceUnavailable("managed route without a sanitized body; refusing to forward")
@@ -453,6 +451,8 @@ async def _gateway_exception(request: Request, exc: Exception) -> Response:
         raise exc
     if isinstance(exc, UpstreamError):
         logger.warning("upstream error: %s", exc.message)
+    elif not isinstance(exc, GatewayError):  # a domain error: the caller gets a generic message
+        logger.error("%s reached the HTTP boundary: %s", type(exc).__name__, exc)
     return error_response(exc)
 
 
