@@ -254,7 +254,8 @@ def test_revoked_certificate_is_refused_without_restart(
 
 
 def test_unauthorized_identity_gets_403(gateway: RunningGateway, test_pki: TestPKI) -> None:
-    """A valid identity outside the authorization rules gets 403 in the OpenAI error shape."""
+    """A valid identity outside the authorization rules gets 403 in the OpenAI error shape, for
+    the listing too (issue 14: it was 200 with an empty list)."""
     intruder = test_pki.client("team/intruder")
     with gateway.client(intruder) as client:
         response = client.post("/v1/chat/completions", json=CHAT)
@@ -262,7 +263,8 @@ def test_unauthorized_identity_gets_403(gateway: RunningGateway, test_pki: TestP
     assert response.status_code == 403
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert response.json()["error"]["code"] == "model_not_permitted"
-    assert models.json()["data"] == []
+    assert models.status_code == 403
+    assert models.json()["error"]["code"] == "identity_not_authorized"
 
 
 def test_models_lists_only_permitted_aliases(
