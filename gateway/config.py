@@ -141,6 +141,15 @@ class UpstreamTLS(_Frozen):
     key: Path | None = None
 
 
+class UbiAIOptions(_Frozen):
+    """The ``ubiai:`` options of a UbiAI upstream (ignored by other types)."""
+
+    monitor_model: bool = False
+    knowledge_base_ids: tuple[str, ...] = ()
+    session_id: str | None = None  # None: a fresh id per request
+    response_field: str = "output"  # the answer's field in UbiAI's JSON reply
+
+
 class UpstreamConfig(_Frozen):
     kind: Literal["onprem", "managed"]
     type: Literal["openai", "ubiai"] = "openai"
@@ -171,15 +180,6 @@ class UpstreamConfig(_Frozen):
         if isinstance(value, list) and not value:
             raise ValueError("needs at least one URL")
         return value
-class UbiAIOptions(_Frozen):
-    """The ``ubiai:`` options of a UbiAI upstream (ignored by other types)."""
-
-    monitor_model: bool = False
-    knowledge_base_ids: tuple[str, ...] = ()
-    session_id: str | None = None  # None: a fresh id per request
-    response_field: str = "output"  # the answer's field in UbiAI's JSON reply
-
-
 
     def urls(self) -> list[str]:
         return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
@@ -221,6 +221,13 @@ class SigningConfig(_Frozen):
     key_id: str = "bastion-audit"
 
 
+class SecretStoreConfig(_Frozen):
+    """The ``secrets:`` section: the store file of ``secret:NAME`` values (gateway.secrets),
+    each encrypted under the KEK of the HSM configured under ``hsm:``."""
+
+    file: Path
+
+
 class GatewayConfig(_Frozen):
     server: ServerConfig = ServerConfig()
     tls: TLSConfig
@@ -243,43 +250,6 @@ class GatewayConfig(_Frozen):
             raise ValueError("at least one model alias is required")
         return value
 
-
-# -- YAML with positions ------------------------------------------------------------------
-
-
-def load_yaml_document(path: Path) -> Any:
-    """Parse YAML 1.2 with positions kept; duplicate keys are errors."""
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-class SecretStoreConfig(_Frozen):
-    """The ``secrets:`` section: the store file of ``secret:NAME`` values (gateway.secrets),
-    each encrypted under the KEK of the HSM configured under ``hsm:``."""
-
-    file: Path
-
-
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return yaml.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{where}: {problem}") from None
-
-
-def locate(document: Any, loc: tuple[int | str, ...]) -> tuple[int, int] | None:
-    """1-based (line, column) of the deepest node of ``loc`` that exists in the document."""
-    node = document
-    found: tuple[int, int] | None = None
-    if isinstance(node, CommentedMap | CommentedSeq):
-        found = (node.lc.line + 1, node.lc.col + 1)
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part)
-            found = (line + 1, col + 1)
     def secret_references(self) -> list[tuple[str, SecretRef]]:
         """Every secret this config names, with the key that names it (``serve --check`` and
         ``doctor`` look each one up; values are never in the file)."""
@@ -306,6 +276,36 @@ def locate(document: Any, loc: tuple[int | str, ...]) -> tuple[int, int] | None:
             refs.append(("hsm.pin", pin))
         return refs
 
+
+# -- YAML with positions ------------------------------------------------------------------
+
+
+def load_yaml_document(path: Path) -> Any:
+    """Parse YAML 1.2 with positions kept; duplicate keys are errors."""
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return yaml.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{where}: {problem}") from None
+
+
+def locate(document: Any, loc: tuple[int | str, ...]) -> tuple[int, int] | None:
+    """1-based (line, column) of the deepest node of ``loc`` that exists in the document."""
+    node = document
+    found: tuple[int, int] | None = None
+    if isinstance(node, CommentedMap | CommentedSeq):
+        found = (node.lc.line + 1, node.lc.col + 1)
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line, col = node.lc.key(part)
+            found = (line + 1, col + 1)
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             line, col = node.lc.item(part)
@@ -387,6 +387,7 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError("\n".join(validation_messages(path, document, exc))) from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    # Every Path field of every section, once: relative paths are relative to the config file.
     resolved: GatewayConfig = _resolve_paths(config, path.resolve().parent)
     config = resolved
     _check_references(path, document, config)
@@ -417,4 +418,3 @@ def _check_references(path: Path, document: Any, config: GatewayConfig) -> None:
             )
     if problems:
         raise ConfigError("\n".join(problems))
-    # Every Path field of every section, once: relative paths are relative to the config file.
