@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -401,6 +401,7 @@ def serve(config: GatewayConfig) -> int:
     if gateway.policy_store is not None:
         gateway.policy_store.install_sighup()  # `kill -HUP` reloads the policy now
     asyncio.run(_run(servers, gateway, handle_signals=True))
+    logger.info("bastion gateway stopped")
     return 0
 
 
@@ -450,12 +451,3 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def upstream_secrets_summary(upstreams: Mapping[str, UpstreamConfig]) -> list[str]:
-    """For ``bastion serve --check``: where each upstream's key comes from (never the key)."""
-    return [
-        f"{name}: {up.api_key.describe() if up.api_key else 'no key'}"
-        for name, up in upstreams.items()
-    ]
-    logger.info("bastion gateway stopped")
