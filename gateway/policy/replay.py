@@ -51,6 +51,11 @@ __all__ = [
 # A header's keyed digest as the trail keeps it: ``HeaderDigest(name, value) -> "hmac-sha256:…"``.
 HeaderDigest = Callable[[str, str], str]
 
+CAVEAT_DETECTION = (
+    "findings are the ones recorded when each request was decided: the candidate's threshold "
+    "and min_score are applied to them, but changes to its detection section (recognizers, "
+    "deny lists, entity list) cannot be replayed from the trail"
+)
 MAX_SAMPLES = 5  # sample decision ids kept per change
 MAX_NAMES = 100  # identities / models listed per change (the rest are counted)
 _GLOB = frozenset("*?")
@@ -177,6 +182,7 @@ class ComparisonReport:
             "unchanged": self.unchanged,
             "changed": self.changed,
             "not_replayable": dict(sorted(self.not_replayable.items())),
+            "caveats": [CAVEAT_DETECTION] if self.mode == "replay" else [],
             "changes": [
                 {
                     "old_rule": key.old_rule,
@@ -214,6 +220,8 @@ class ComparisonReport:
         )
         for reason, count in sorted(self.not_replayable.items()):
             lines.append(f"  not replayable: {count} ({reason})")
+        if self.mode == "replay":
+            lines.append(f"note: {CAVEAT_DETECTION}")
         if not self._changes:
             lines.append("no decision would change")
         for key, change in self.changes():

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from gateway.audit import (
 from gateway.audit._chain import Entry
 from gateway.audit._config import audit_digest_key
 from gateway.cli import main
+from gateway.detect import Detector, extract_texts
 from gateway.detect.findings import Finding
 from gateway.policy import (
     ComparisonReport,
@@ -36,6 +38,11 @@ from gateway.policy import (
     load_policy_text,
 )
 from pki.signing import FileSigner
+from tests.audit.helpers import assert_no_text_in_trail
+from tests.detect.pii_match import load_corpus
+from tests.fixtures.pki import CertPair, TestPKI
+from tests.gateway.conftest import RunningGateway, billing, start_gateway  # noqa: F401 (fixtures)
+from tests.gateway.test_gateway_policy import policy_gateway  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = (ROOT / "policies" / "default.yaml").read_text(encoding="utf-8")
@@ -315,3 +322,122 @@ def test_shadow_and_replay_share_the_comparison(trail: Trail, tmp_path: Path) ->
     replayed = ComparisonReport(mode="replay", candidate=load_policy_text(CANDIDATE)).to_json()
     assert set(shadowed) == set(replayed)  # one report shape
     assert store.header_names() == frozenset({"x-team"})
+
+
+# -- a trail written by the real gateway -------------------------------------------------------
+
+# The edit: contact details may now go to the managed API, pseudonymized, and a date of birth
+# is no longer a structured identifier (it falls through to the names-and-addresses rule).
+EDITED_DEFAULT = DEFAULT.replace("          - DATE_OF_BIRTH\n", "").replace(
+    "        any: [EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS]\n    then:\n      route: onprem\n",
+    "        any: [EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS]\n    then:\n      route: openai\n"
+    "      sanitize: {default: pseudonymize}\n",
+)
+CORPUS = load_corpus() or []
+SUBSET = CORPUS[::6]  # 50 items: both kinds, several languages, fast enough for every run
+
+
+@pytest.mark.skipif(not CORPUS, reason="../shared/pii_dev/pii_dev.jsonl is not present")
+def test_replay_of_a_real_gateway_trail(
+    policy_gateway: Callable[..., RunningGateway],  # noqa: F811 (the imported fixture)
+    billing: CertPair,  # noqa: F811 (the imported fixture)
+    test_pki: TestPKI,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The real gateway (default policy, real detection) records a subset of the dev corpus;
+    replaying its trail under an edited policy reports exactly what the edited policy's
+    decide() gives on the findings detection produces for the same requests, computed here
+    independently, in JSON and in text."""
+    assert EDITED_DEFAULT != DEFAULT
+    gateway = policy_gateway()
+    claims = test_pki.client("svc/claims")
+    sent: list[tuple[str, str, dict[str, Any]]] = []  # (decision id, identity, body)
+    for n, item in enumerate(SUBSET):
+        cert = billing if n % 2 == 0 else claims
+        body = {**item["request"], "model": "chat-default", "stream": False}
+        with gateway.client(cert) as client:
+            response = client.post("/v1/chat/completions", json=body)
+        decision_id = response.headers["x-bastion-decision-id"]
+        identity = f"spiffe://bastion.internal/{'svc/billing' if n % 2 == 0 else 'svc/claims'}"
+        sent.append((decision_id, identity, body))
+
+    # Independently: detection on each request, then both policies' decide().
+    live = load_policy_text(DEFAULT)
+    edited = load_policy_text(EDITED_DEFAULT)
+    detector = Detector(live.detection)
+    store = open_store(AuditConfig(path=tmp_path / "audit.db"), read_only=True)
+    try:
+        recorded = {
+            r.record_id: json.loads(r.body)["data"] for r in store.records() if r.kind == "decision"
+        }
+    finally:
+        store.close()
+    expected: dict[tuple[str, str, str, str], dict[str, Any]] = defaultdict(
+        lambda: {"count": 0, "identities": set(), "ids": set()}
+    )
+    not_replayable = 0
+    for decision_id, identity, body in sent:
+        data = recorded[decision_id]
+        if data["rule_id"].startswith("error:"):
+            not_replayable += 1  # failed closed after sanitizing: not the rules' decision
+            continue
+        facts = RequestFacts(
+            identity,
+            "chat-default",
+            "/v1/chat/completions",
+            tuple(detector.analyze(extract_texts(body))),
+        )
+        old, new = decide(facts, live), decide(facts, edited)
+        assert (old.rule_id, old.action.value) == (data["rule_id"], data["action"]), decision_id
+        if (old.rule_id, old.action, old.route, dict(old.operations)) == (
+            new.rule_id,
+            new.action,
+            new.route,
+            dict(new.operations),
+        ):
+            continue
+        entry = expected[(old.rule_id, new.rule_id, old.action.value, new.action.value)]
+        entry["count"] += 1
+        entry["identities"].add(identity)
+        entry["ids"].add(decision_id)
+    assert expected, "the edit changes no decision of the subset: the test would prove nothing"
+
+    policy = tmp_path / "edited.yaml"
+    policy.write_text(EDITED_DEFAULT)
+    argv = [
+        "policy",
+        "replay",
+        "--audit",
+        "--config",
+        str(gateway.config_path),
+        "--policy",
+        str(policy),
+    ]
+    report = json.loads(_run([*argv, "--json"], capsys))
+    got = {
+        (c["old_rule"], c["new_rule"], c["old_action"], c["new_action"]): c
+        for c in report["changes"]
+    }
+    assert {k: c["count"] for k, c in got.items()} == {k: e["count"] for k, e in expected.items()}
+    for key, want in expected.items():
+        assert set(got[key]["identities"]) == want["identities"]
+        assert got[key]["models"] == ["chat-default"]
+        assert set(got[key]["sample_decision_ids"]) <= want["ids"]
+    assert report["decisions"] == len(sent)
+    assert sum(report["not_replayable"].values()) == not_replayable
+    text = _run(argv, capsys)
+    for (old_rule, new_rule, old_action, new_action), want in expected.items():
+        assert (
+            f"{old_rule} -> {new_rule}, {old_action} -> {new_action}: {want['count']} decision(s)"
+            in text
+        )
+    assert_no_text_in_trail(
+        tmp_path / "audit.db",
+        [
+            m["content"]
+            for _, _, b in sent
+            for m in b["messages"]
+            if isinstance(m.get("content"), str) and len(m["content"]) >= 8
+        ],
+    )
