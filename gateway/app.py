@@ -11,20 +11,17 @@ Response headers tell the caller what happened: ``x-bastion-route``, ``x-bastion
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,27 +33,11 @@ from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     NotFound,
-    PermissionDenied,
-    RateLimited,
-    ServiceUnavailable,
     UpstreamError,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import (
-    AuditSink,
-    NullRestorer,
-    RequestContext,
-    Restorer,
-    RoutedRequest,
-    Router,
-    identify,
-    parse_request,
-    read_json_body,
-    stream_events,
-    texts_size,
-)
-from gateway.policy.decision import Action, Decision
-from gateway.ratelimit import RateLimiter, estimate_tokens
+from gateway.pipeline import AuditSink, Router, handle_completion, identify
+from gateway.ratelimit import RateLimiter
 from gateway.telemetry import Telemetry, set_attributes
 from gateway.upstreams.base import Endpoint, Upstream
 from pki.asgi_tls import peer_identity
@@ -107,260 +88,11 @@ class Gateway:
         self.telemetry.shutdown()
 
 
-def _decision_headers(routed: RoutedRequest, decision_id: str) -> dict[str, str]:
-    return {
-        "x-bastion-route": routed.decision.route or routed.decision.action.value,
-        "x-bastion-decision-id": decision_id,
-        "x-bastion-policy-version": routed.decision.policy_version,
-    }
-
-
-def _usage(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    usage = body.get("usage")
-    return usage if isinstance(usage, Mapping) else None
-
-
-async def _handle_completion(gateway: Gateway, request: Request, endpoint: Endpoint) -> Response:
-    limits = gateway.config.limits
-    with gateway.telemetry.step("identify"):
-        identity = identify(request)
-    body = await read_json_body(request, limits)
-    size = texts_size(body)
-    parsed = parse_request(endpoint, body, limits, text_chars=size)
-    with gateway.telemetry.step("authorize"):
-        gateway.authorizer.check(identity, parsed.model)
-    ctx = RequestContext(
-        identity=identity,
-        client_addr=request.client.host if request.client else "",
-        endpoint=endpoint,
-        body=body,
-        model=parsed.model,
-        stream=parsed.stream,
-        headers={k.lower(): v for k, v in request.headers.items()},
-    )
-    request.state.identity = identity.spiffe_id
-    try:
-        max_tokens = parsed.max_tokens or parsed.max_completion_tokens
-        gateway.limiter.check(identity.spiffe_id, estimate_tokens(size, max_tokens))
-    except RateLimited as limited:
-        return await _refuse_rate_limited(gateway, ctx, limited)
-    span = trace.get_current_span()
-    set_attributes(span, {"bastion.identity": identity.spiffe_id, "bastion.model": parsed.model})
-    routed = await gateway.router.route(ctx)
-    counts = Counter(f.entity_type for f in routed.findings)
-    set_attributes(
-        span,
-        {
-            "bastion.route": routed.decision.route or routed.decision.action.value,
-            "bastion.action": routed.decision.action.value,
-            "bastion.rule_id": routed.decision.rule_id,
-            "bastion.policy_version": routed.decision.policy_version,
-            "bastion.entity_types": sorted(counts),
-            "bastion.entity_count": sum(counts.values()),
-            "bastion.upstream": routed.upstream,
-        },
-    )
-    request.state.route = routed.decision.route or routed.decision.action.value
-    request.state.action = routed.decision.action.value
-    with gateway.telemetry.step("audit"):
-        decision_id = await gateway.audit.append_decision(ctx, routed)
-    headers = _decision_headers(routed, decision_id)
-    set_attributes(span, {"bastion.decision_id": decision_id})
-    if routed.decision.action is Action.DENY:
-        gateway.metrics.denials.labels(routed.decision.rule_id).inc()
-        exc = PermissionDenied(
-            routed.decision.message
-            or f"the request was denied by policy rule '{routed.decision.rule_id}'",
-            code="policy_denied",
-        )
-        await _record_outcome(
-            gateway, ctx, decision_id, exc.status_code, None, None, "policy_denied"
-        )
-        return error_response(exc, headers)
-    if routed.upstream is None or routed.upstream not in gateway.upstreams:
-        raise ServiceUnavailable(f"route '{routed.decision.route}' has no usable upstream")
-    upstream = gateway.upstreams[routed.upstream]
-    outgoing: dict[str, Any] = dict(body)
-    restorer: Restorer = NullRestorer()
-    if upstream.kind == "managed":
-        # Fail closed: a managed upstream only ever receives a body the router sanitized.
-        if routed.outgoing is None or routed.restorer is None:
-            raise ServiceUnavailable("managed route without a sanitized body; refusing to forward")
-        outgoing, restorer = dict(routed.outgoing), routed.restorer
-    outgoing["model"] = upstream.upstream_model(parsed.model)
-    try:
-        return await _forward(
-            gateway, ctx, upstream, endpoint, outgoing, restorer, decision_id, headers
-        )
-    except (UpstreamError, ServiceUnavailable) as exc:
-        # A managed failure may fall back on-prem when the rule allows; the on-prem body is the
-        # original (the worker is inside the perimeter). An on-prem failure never falls back.
-        fallback = routed.fallback_upstream
-        if upstream.kind != "managed" or fallback is None or fallback not in gateway.upstreams:
-            return await _upstream_failure(gateway, ctx, decision_id, upstream.name, exc, headers)
-        gateway.metrics.upstream_errors.labels(upstream.name, type(exc).__name__).inc()
-        logger.warning(
-            "managed upstream %s failed (%s): falling back on-prem to %s",
-            upstream.name,
-            type(exc).__name__,
-            fallback,
-        )
-        onprem = gateway.upstreams[fallback]
-        if onprem.kind != "onprem":
-            raise ServiceUnavailable("fallback route is not on-prem; refusing") from None
-        outgoing = dict(body)
-        outgoing["model"] = onprem.upstream_model(parsed.model)
-        headers = {
-            **headers,
-            "x-bastion-route": f"{headers['x-bastion-route']}->fallback:{fallback}",
-        }
-        try:
-            return await _forward(
-                gateway, ctx, onprem, endpoint, outgoing, NullRestorer(), decision_id, headers
-            )
-        except GatewayError as exc2:
-            return await _upstream_failure(gateway, ctx, decision_id, onprem.name, exc2, headers)
-    except GatewayError as exc:
-        return await _upstream_failure(gateway, ctx, decision_id, upstream.name, exc, headers)
-
-
-async def _upstream_failure(
-    gateway: Gateway,
-    ctx: RequestContext,
-    decision_id: str,
-    upstream: str,
-    exc: GatewayError,
-    headers: dict[str, str],
-) -> Response:
-    """Count the failure, record the outcome, answer OpenAI-shaped (before any byte was sent)."""
-    gateway.metrics.upstream_errors.labels(upstream, type(exc).__name__).inc()
-    await _record_outcome(
-        gateway, ctx, decision_id, exc.status_code, upstream, None, type(exc).__name__
-    )
-    return error_response(exc, headers)
-
-
-async def _refuse_rate_limited(gateway: Gateway, ctx: RequestContext, exc: RateLimited) -> Response:
-    """429 with Retry-After, counted in metrics and recorded in the audit trail."""
-    gateway.metrics.rate_limited.labels(ctx.identity.spiffe_id).inc()
-    decision = Decision(action=Action.DENY, route=None, rule_id="rate-limit", policy_version="none")
-    routed = RoutedRequest(decision=decision)
-    decision_id = await gateway.audit.append_decision(ctx, routed)
-    await _record_outcome(gateway, ctx, decision_id, 429, None, None, "RateLimited")
-    return error_response(exc, _decision_headers(routed, decision_id))
-
-
-async def _forward(
-    gateway: Gateway,
-    ctx: RequestContext,
-    upstream: Upstream,
-    endpoint: Endpoint,
-    outgoing: dict[str, Any],
-    restorer: Restorer,
-    decision_id: str,
-    headers: dict[str, str],
-) -> Response:
-    """Send to one upstream; upstream errors propagate (before any byte reached the caller)."""
-    if ctx.stream:
-        return await _forward_stream(
-            gateway, ctx, upstream, endpoint, outgoing, restorer, decision_id, headers
-        )
-    with gateway.telemetry.step("forward"):
-        reply = await upstream.complete(endpoint, outgoing)
-    with gateway.telemetry.step("restore"):
-        answer = restorer.restore_body(reply.body)
-    answer["model"] = ctx.model
-    await gateway.audit.capture_response(decision_id, answer)
-    await _record_outcome(gateway, ctx, decision_id, 200, upstream.name, _usage(answer), None)
-    return JSONResponse(answer, headers=headers)
-
-
-async def _forward_stream(
-    gateway: Gateway,
-    ctx: RequestContext,
-    upstream: Upstream,
-    endpoint: Endpoint,
-    outgoing: dict[str, Any],
-    restorer: Restorer,
-    decision_id: str,
-    headers: dict[str, str],
-) -> Response:
-    stream = await upstream.stream(endpoint, outgoing)
-
-    async def body() -> AsyncIterator[bytes]:
-        status, error_class, usage = 200, None, None
-        try:
-            async for payload, event in stream_events(stream.events(), restorer, ctx.model):
-                usage = _usage(event) or usage
-                yield f"data: {payload}\n\n".encode()
-            yield b"data: [DONE]\n\n"
-        except GatewayError as exc:
-            status, error_class = exc.status_code, type(exc).__name__
-            gateway.metrics.upstream_errors.labels(upstream.name, error_class).inc()
-            error = {
-                "error": {
-                    "message": exc.message,
-                    "type": exc.error_type,
-                    "param": None,
-                    "code": exc.code,
-                }
-            }
-            yield f"data: {json.dumps(error)}\n\n".encode()
-        except BaseException:
-            status, error_class = 499, "ClientDisconnected"
-            raise
-        finally:
-            await stream.aclose()
-            await _record_outcome(
-                gateway, ctx, decision_id, status, upstream.name, usage, error_class
-            )
-
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
-
-
-async def _record_outcome(
-    gateway: Gateway,
-    ctx: RequestContext,
-    decision_id: str,
-    status: int,
-    upstream: str | None,
-    usage: Mapping[str, Any] | None,
-    error_class: str | None,
-) -> None:
-    """Queue the outcome record without holding the answer back for its fsync: the decision
-    record (written ahead) is what must be durable before bytes leave; the outcome follows in
-    the trail's next group commit. Pending outcomes are awaited at shutdown."""
-    latency_ms = (time.perf_counter() - ctx.started) * 1000
-
-    async def write() -> None:
-        try:
-            await gateway.audit.append_outcome(
-                decision_id,
-                status=status,
-                latency_ms=latency_ms,
-                upstream=upstream,
-                usage=usage,
-                error_class=error_class,
-            )
-        except GatewayError:
-            # The decision record is already durable; a lost outcome is counted and logged.
-            gateway.metrics.audit_failures.inc()
-            logger.error("audit outcome record could not be written: decision_id=%s", decision_id)
-
-    task = asyncio.create_task(write())
-    gateway.pending_outcomes.add(task)
-    task.add_done_callback(gateway.pending_outcomes.discard)
-
-
 def _endpoint_handler(gateway: Gateway, endpoint: Endpoint) -> Any:
     async def handler(request: Request) -> Response:
         with gateway.telemetry.request_span("/v1/" + endpoint.value) as span:
             try:
-                response = await _handle_completion(gateway, request, endpoint)
+                response = await handle_completion(gateway, request, endpoint)
             except GatewayError as exc:
                 set_attributes(span, {"http.response.status_code": exc.status_code})
                 raise

@@ -115,6 +115,9 @@ class LimitsConfig(_Frozen):
     max_tokens: Annotated[int, Field(ge=1)] = 8192  # cap on max_tokens / max_completion_tokens
     detect_timeout_s: Annotated[float, Field(gt=0)] = 5.0  # waiting for the detector → 503
     max_concurrent_detections: Annotated[int, Field(ge=1)] = 64
+    # Unknown top-level request fields allowed through as *text* (scanned and sanitized like
+    # any text); any other unknown field is a 400 naming it. Lowercase names (issue 13).
+    passthrough_fields: tuple[str, ...] = ()
 
 
 class TimeoutConfig(_Frozen):

@@ -2,16 +2,11 @@
 
 Without a ``policy:`` section the gateway routes each model alias to its configured upstream
 (:class:`StaticRouter`, development and pure on-prem sites). With one, :class:`PolicyRouter` runs
-detection over every text of the request (in a bounded thread pool), asks the policy engine,
-and for managed routes sanitizes the body and scans the result again.
+detection over every text of the request (in a bounded thread pool) and asks the policy engine.
 
-Sanitization happens here, before the write-ahead audit record, rather than after it as
-DESIGN.md's first sketch had it: the re-scan can change the route (``on_error``), and the audit
-record must name the route the request really takes. Nothing leaves before the record is
-durable either way.
-
-Fail closed: any error in detection, decision or sanitization gives the policy's ``on_error``
-decision (on-prem or deny); no exception path reaches a managed upstream.
+The routers only detect and decide. Sanitizing, the egress scan and every fail-closed rule are
+steps of :mod:`gateway.pipeline`, which calls back here for the policy's ``on_error`` decision
+(:meth:`PolicyRouter.fail_closed`), its threshold and its detector (:meth:`PolicyRouter.analyze`).
 """
 
 from __future__ import annotations
@@ -23,11 +18,10 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from gateway.config import GatewayConfig
-from gateway.detect import Detector, Finding, TextRef, extract_texts
+from gateway.detect import Detector, Finding, TextRef
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import RequestContext, RoutedRequest, Router
@@ -40,8 +34,7 @@ from gateway.policy import (
     deny_without_policy,
     fail_closed,
 )
-from gateway.sanitize.restore import SSERestorer, restore_response_body
-from gateway.sanitize.sanitizer import residual_findings, sanitize_body
+from gateway.sanitize.restore import PseudonymRestorer
 from gateway.telemetry import Telemetry
 from gateway.upstreams.base import Upstream
 from pki.secret import Secret
@@ -62,7 +55,10 @@ def derive_key(key: Secret, purpose: str) -> Secret:
 
 
 class StaticRouter:
-    """Alias → upstream from ``models:``; the route is the upstream's kind. No detection."""
+    """Alias → upstream from ``models:``; the route is the upstream's kind. No detection, so it
+    cannot gate a managed route (the pipeline refuses one: :meth:`threshold` is None)."""
+
+    hash_key: Secret | None = None
 
     def __init__(self, config: GatewayConfig, upstreams: Mapping[str, Upstream]) -> None:
         self._config = config
@@ -77,41 +73,28 @@ class StaticRouter:
             rule_id="static",
             policy_version=STATIC_POLICY_VERSION,
         )
-        return RoutedRequest(decision=decision, upstream=name)
+        return RoutedRequest(decision=decision, upstream=name, texts=ctx.texts)
 
+    async def analyze(self, routed: RoutedRequest, texts: Sequence[TextRef]) -> list[Finding]:
+        raise ServiceUnavailable("no policy is configured, so nothing can be scanned")
 
-class PseudonymRestorer:
-    """Restores one request's pseudonyms in a JSON answer or an SSE stream, holding back only a
-    possible partial placeholder at a chunk boundary."""
+    def fail_closed(self, routed: RoutedRequest | None, rule_id: str, reason: str) -> RoutedRequest:
+        decision = Decision(
+            action=Action.DENY,
+            route=None,
+            rule_id=rule_id,
+            policy_version=STATIC_POLICY_VERSION,
+            message="the request could not be checked, so it is refused",
+        )
+        texts = routed.texts if routed is not None else None
+        return RoutedRequest(decision=decision, texts=texts)
 
-    def __init__(self, sanitized: Any) -> None:
-        self._pseudonyms = sanitized.pseudonyms
-        self._stream = SSERestorer(self._pseudonyms)
-        self._last: dict[str, Any] = {}
-
-    def restore_body(self, body: dict[str, Any]) -> dict[str, Any]:
-        return restore_response_body(body, self._pseudonyms)
-
-    def restore_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        self._last = {k: event[k] for k in ("id", "object", "created") if k in event}
-        return self._stream.feed_chunk(event)
-
-    def flush_event(self) -> dict[str, Any] | None:
-        tails = self._stream.flush()
-        if not any(tails.values()):
-            return None
-        return {
-            **self._last,
-            "choices": [
-                {"index": index, "delta": {"content": text}, "finish_reason": None}
-                for index, text in sorted(tails.items())
-                if text
-            ],
-        }
+    def threshold(self, routed: RoutedRequest) -> float | None:
+        return None
 
 
 class PolicyRouter:
-    """Detection + policy decision + (managed) sanitization and re-scan."""
+    """Detection (one method, :meth:`analyze`, in a bounded pool) + the policy decision."""
 
     def __init__(
         self,
@@ -128,7 +111,7 @@ class PolicyRouter:
         self._upstreams = upstreams
         self._store = store
         self._metrics = metrics
-        self._hash_key = hash_key
+        self.hash_key = hash_key
         self._pool = ThreadPoolExecutor(
             max_workers=config.server.worker_threads, thread_name_prefix="bastion-detect"
         )
@@ -174,10 +157,17 @@ class PolicyRouter:
                 retry_after=1.0,
             ) from None
 
-    async def _analyze(self, policy: Policy, texts: Sequence[TextRef]) -> list[Finding]:
+    async def _detect(self, policy: Policy, texts: Sequence[TextRef]) -> list[Finding]:
+        """The one place detection runs (a detection process pool can replace it)."""
         detector = await self._blocking(lambda: self._detector(policy))
         with self._telemetry.step("detect"):
             return await self._blocking(lambda: detector.analyze(texts))
+
+    def _policy(self, routed: RoutedRequest | None) -> Policy | None:
+        if routed is not None and routed.policy is not None:
+            policy: Policy = routed.policy
+            return policy
+        return self._store.current()
 
     def _upstream_for(self, policy: Policy, decision: Decision) -> tuple[str | None, str | None]:
         if decision.route is None:
@@ -190,77 +180,52 @@ class PolicyRouter:
             fallback = policy.routes[decision.fallback_route].upstream
         return route.upstream, fallback
 
-    def _on_error(self, policy: Policy, rule_id: str, reason: str) -> Decision:
-        self._metrics.upstream_errors.labels("detector", reason).inc()
-        return fail_closed(policy, rule_id=rule_id, reason=reason)
-
     async def route(self, ctx: RequestContext) -> RoutedRequest:
+        """Detect over the call's texts and decide; errors propagate (the pipeline fails closed)."""
         policy = self._store.current()
         if policy is None:
-            return RoutedRequest(decision=deny_without_policy())
-        texts = extract_texts(ctx.body)
-        findings: tuple[Finding, ...] = ()
-        try:
-            findings = tuple(await self._analyze(policy, texts))
-            facts = RequestFacts(
-                identity=ctx.identity.spiffe_id,
-                model=ctx.model,
-                endpoint="/v1/" + ctx.endpoint.value,
-                findings=findings,
-                headers=ctx.headers,
-            )
-            with self._telemetry.step("decide"):
-                decision, _shadow = self._store.shadow_compare(facts)
-        except ServiceUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - fail closed on ANY detection/decision error
-            logger.error("detection or decision failed (%s): failing closed", type(exc).__name__)
-            decision = self._on_error(policy, "error:detect", type(exc).__name__)
+            return RoutedRequest(decision=deny_without_policy(), texts=ctx.texts)
+        findings = tuple(await self._detect(policy, ctx.texts))
+        facts = RequestFacts(
+            identity=ctx.identity.spiffe_id,
+            model=ctx.model,
+            endpoint="/v1/" + ctx.endpoint.value,
+            findings=findings,
+            headers=ctx.headers,
+        )
+        with self._telemetry.step("decide"):
+            decision, _shadow = self._store.shadow_compare(facts)
         upstream, fallback = self._upstream_for(policy, decision)
-        routed = RoutedRequest(
+        return RoutedRequest(
             decision=decision,
             findings=findings,
             upstream=upstream,
             fallback_upstream=fallback,
-            texts=tuple(texts),
+            texts=ctx.texts,
+            policy=policy,
         )
-        if decision.action is not Action.MANAGED:
-            return routed
-        return await self._sanitized(ctx, policy, routed)
 
-    async def _sanitized(
-        self, ctx: RequestContext, policy: Policy, routed: RoutedRequest
-    ) -> RoutedRequest:
-        try:
-            with self._telemetry.step("sanitize"):
-                result = sanitize_body(
-                    ctx.body, routed.findings, routed.decision.operations, hash_key=self._hash_key
-                )
-            if not routed.findings and not result.replaced:
-                # Detection found nothing at all and nothing was replaced: the body is the one
-                # already scanned; scanning it again would find the same nothing.
-                residual = []
-            else:
-                rescanned = extract_texts(result.body)
-                again = await self._analyze(policy, rescanned)
-                above = [f for f in again if f.score >= policy.threshold]
-                residual = residual_findings(above, rescanned)
-        except ServiceUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - fail closed on ANY sanitization error
-            logger.error("sanitization failed (%s): failing closed", type(exc).__name__)
-            decision = self._on_error(policy, "error:sanitize", type(exc).__name__)
-            upstream, _ = self._upstream_for(policy, decision)
-            return replace(routed, decision=decision, upstream=upstream, fallback_upstream=None)
-        if residual:
-            kinds = sorted({f.entity_type for f in residual})
-            logger.warning(
-                "sensitive data remained after sanitization (%s): failing closed", ",".join(kinds)
-            )
-            decision = self._on_error(policy, "error:residual", "residual")
-            upstream, _ = self._upstream_for(policy, decision)
-            return replace(routed, decision=decision, upstream=upstream, fallback_upstream=None)
-        return replace(routed, outgoing=result.body, restorer=PseudonymRestorer(result))
+    async def analyze(self, routed: RoutedRequest, texts: Sequence[TextRef]) -> list[Finding]:
+        policy = self._policy(routed)
+        if policy is None:
+            raise ServiceUnavailable("no policy is loaded, so nothing can be scanned")
+        return await self._detect(policy, texts)
+
+    def fail_closed(self, routed: RoutedRequest | None, rule_id: str, reason: str) -> RoutedRequest:
+        policy = self._policy(routed)
+        texts = routed.texts if routed is not None else None
+        findings = routed.findings if routed is not None else ()
+        if policy is None:
+            return RoutedRequest(decision=deny_without_policy(), findings=findings, texts=texts)
+        decision = fail_closed(policy, rule_id=rule_id, reason=reason)
+        upstream, _ = self._upstream_for(policy, decision)
+        return RoutedRequest(
+            decision=decision, findings=findings, upstream=upstream, texts=texts, policy=policy
+        )
+
+    def threshold(self, routed: RoutedRequest) -> float | None:
+        policy = self._policy(routed)
+        return None if policy is None else float(policy.threshold)
 
 
 def build_router(

@@ -1,218 +1,333 @@
-"""Every text an OpenAI ``chat/completions`` or ``completions`` body carries, and how to rewrite it.
+"""Every text an OpenAI request carries, read from its typed model, and the body rebuilt with
+some of them replaced.
 
-Paths name where a text sits: ``messages[2].content``, ``messages[1].content[0].text``,
-``messages[0].name``, ``messages[3].tool_calls[0].function.arguments``,
-``messages[3].tool_calls[0].function.name``, ``messages[3].function_call.arguments``,
-``prompt``, ``prompt[1]``.
+Which strings are texts is not a list kept here: it is each field's declared role in
+:mod:`gateway.api.schemas` (``text``, ``json_text``, ``structure``, ``binary``, ``nested``). A
+field added to the schema is read by declaring its role; a field without one does not load.
 
-Tool-call arguments are JSON carried in a string. Detection sees them twice: the raw string (so a
-value split over JSON structure or an unparseable string is still seen) and every decoded string
-value, at a path with a JSON pointer after ``#``:
-``messages[3].tool_calls[0].function.arguments#/record/iban``. :func:`replace_texts` accepts
-either form for one arguments string (not both): decoded values are set and the arguments are
-re-encoded as compact JSON.
+Paths name where a text sits, built from the schema's field names and positions only, never
+from a caller's own keys (a path may be logged or shown by ``bastion policy explain``):
+
+- ``messages[2].content``, ``messages[1].content[0].text``, ``tools[0].function.description``,
+  ``prompt``, ``prompt[1]``: fields (``.name``) and list items (``[i]``);
+- ``metadata{3}`` the value and ``metadata<3>`` the key of a free-form mapping's 4th entry
+  (metadata, logit_bias, JSON schemas, tool parameters; keys are texts too);
+- ``...function.arguments#{0}[1]``: after ``#``, a string decoded from JSON text (tool-call
+  arguments), in the same notation; ``...arguments#`` is a JSON document that is one string.
+
+:func:`replace_texts` builds a new plain body (a dict) from the request with the texts at the
+given paths replaced; it never edits or copies the caller's dict. For a ``json_text`` field,
+either the raw string or its decoded values may be replaced (not both); decoded edits re-encode
+the JSON compactly.
+
+A plain dict that is not a valid request (``bastion policy test`` cases, tools) is read
+generically: every string is a text, keys other than the schema's own field names too.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from gateway.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    Role,
+    role_of,
+    schema_vocabulary,
+)
 from gateway.detect.errors import TextPathError
 from gateway.detect.findings import TextRef
 
-__all__ = ["ARGS_POINTER_SEP", "extract_texts", "replace_texts", "split_pointer_path"]
+__all__ = [
+    "ARGS_POINTER_SEP",
+    "MAX_DECODED_JSON_CHARS",
+    "MAX_SCANNED_BINARY_CHARS",
+    "RequestTexts",
+    "dump_request",
+    "extract_texts",
+    "read_request",
+    "replace_texts",
+    "split_pointer_path",
+]
 
 ARGS_POINTER_SEP = "#"
-
-_ARGUMENT_HOLDERS = ("function_call",)
-_STEP = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-
-
-def extract_texts(body: Mapping[str, Any]) -> list[TextRef]:
-    """Return every text in a chat/completions or completions request body, in body order."""
-    refs: list[TextRef] = []
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for i, message in enumerate(messages):
-            if isinstance(message, Mapping):
-                refs.extend(_message_texts(f"messages[{i}]", message))
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        refs.append(TextRef("prompt", prompt))
-    elif isinstance(prompt, list):
-        for i, item in enumerate(prompt):
-            if isinstance(item, str):
-                refs.append(TextRef(f"prompt[{i}]", item))
-    return refs
+MAX_DECODED_JSON_CHARS = 262_144  # larger JSON texts are scanned raw only (still whole)
+MAX_SCANNED_BINARY_CHARS = 4096  # binary strings up to this size (URLs, ids) are read as texts
 
 
-def _message_texts(base: str, message: Mapping[str, Any]) -> Iterator[TextRef]:
-    content = message.get("content")
-    if isinstance(content, str):
-        yield TextRef(f"{base}.content", content)
-    elif isinstance(content, list):
-        for j, part in enumerate(content):
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                yield TextRef(f"{base}.content[{j}].text", part["text"])
-            elif isinstance(part, str):
-                yield TextRef(f"{base}.content[{j}]", part)
-    name = message.get("name")
-    if isinstance(name, str):
-        yield TextRef(f"{base}.name", name)
-    tool_calls = message.get("tool_calls")
-    if isinstance(tool_calls, list):
-        for k, call in enumerate(tool_calls):
-            if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
-                yield from _function_texts(f"{base}.tool_calls[{k}].function", call["function"])
-    for holder in _ARGUMENT_HOLDERS:
-        function = message.get(holder)
-        if isinstance(function, Mapping):
-            yield from _function_texts(f"{base}.{holder}", function)
+@dataclass(frozen=True, slots=True)
+class RequestTexts:
+    """What the gate reads of one request: its texts (in body order) and where binary data
+    (images, audio, files) sits."""
+
+    texts: tuple[TextRef, ...]
+    binary: tuple[str, ...]
 
 
-def _function_texts(base: str, function: Mapping[str, Any]) -> Iterator[TextRef]:
-    name = function.get("name")
-    if isinstance(name, str):
-        yield TextRef(f"{base}.name", name)
-    arguments = function.get("arguments")
-    if not isinstance(arguments, str):
-        return
-    path = f"{base}.arguments"
-    yield TextRef(path, arguments)
-    try:
-        decoded = json.loads(arguments)
-    except ValueError:
-        return
-    for pointer, value in _json_strings(decoded, ""):
-        yield TextRef(f"{path}{ARGS_POINTER_SEP}{pointer}", value)
+def read_request(body: BaseModel | Mapping[str, Any]) -> RequestTexts:
+    """Every text and binary place of a typed request (or of a plain body, see module doc)."""
+    texts: list[TextRef] = []
+    binary: list[str] = []
+    root = _view(body)
+    if isinstance(root, BaseModel):
+        _read_model(root, "", texts, binary)
+    else:
+        _read_generic(root, "", texts)
+    return RequestTexts(tuple(texts), tuple(binary))
 
 
-def _json_strings(value: object, pointer: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield pointer or "/", value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            escaped = str(key).replace("~", "~0").replace("/", "~1")
-            yield from _json_strings(item, f"{pointer}/{escaped}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _json_strings(item, f"{pointer}/{index}")
+def extract_texts(body: BaseModel | Mapping[str, Any]) -> list[TextRef]:
+    """Return every text of a request, in body order."""
+    return list(read_request(body).texts)
+
+
+def dump_request(request: BaseModel) -> dict[str, Any]:
+    """The plain JSON body of a typed request: the fields the caller set, by wire name."""
+    out = replace_texts(request, {})
+    return out
 
 
 def split_pointer_path(path: str) -> tuple[str, str | None]:
-    """Split ``...arguments#/a/b`` into the arguments path and the JSON pointer (or None)."""
+    """Split ``...arguments#{0}`` into the JSON text's path and the path inside it (or None)."""
     if ARGS_POINTER_SEP in path:
         head, _, pointer = path.partition(ARGS_POINTER_SEP)
         return head, pointer
     return path, None
 
 
-def replace_texts(body: Mapping[str, Any], replacements: Mapping[str, str]) -> dict[str, Any]:
-    """Return a deep copy of ``body`` with the texts at the given paths replaced.
+def replace_texts(
+    body: BaseModel | Mapping[str, Any], replacements: Mapping[str, str]
+) -> dict[str, Any]:
+    """A new plain body with the texts at ``replacements``' paths replaced.
 
-    Raises :class:`TextPathError` when a path names no text in the body.
+    Raises :class:`TextPathError` when a path names no text of the request.
     """
-    result: dict[str, Any] = copy.deepcopy(dict(body))
-    decoded_edits: dict[str, dict[str, str]] = {}
-    for path, new_text in replacements.items():
+    for path in replacements:
         head, pointer = split_pointer_path(path)
-        if pointer is None:
-            _set_text(result, path, new_text)
-        else:
-            decoded_edits.setdefault(head, {})[pointer] = new_text
-    for head, edits in decoded_edits.items():
-        if head in replacements:
+        if pointer is not None and head in replacements:
             raise TextPathError(
-                f"both the raw arguments and decoded values were given for {head}; "
-                "give one or the other"
+                f"both the raw text and decoded values were given for {head}; give one or the other"
             )
-        raw = _get_text(result, head)
-        try:
-            decoded = json.loads(raw)
-        except ValueError:
-            raise TextPathError(
-                f"{head} is not JSON, so decoded paths under it cannot be replaced"
-            ) from None
-        for pointer, new_text in edits.items():
-            decoded = _set_pointer(decoded, pointer, new_text, head)
-        _set_text(result, head, json.dumps(decoded, ensure_ascii=False))
-    return result
+    used: set[str] = set()
+    root = _view(body)
+    if isinstance(root, BaseModel):
+        out = _build_model(root, "", replacements, used)
+    else:
+        out = _build_generic(root, "", replacements, used)
+    missing = sorted(set(replacements) - used)
+    if missing:
+        raise TextPathError(f"text path {missing[0]!r} names no text in the request body")
+    if not isinstance(out, dict):  # pragma: no cover - a request is an object
+        raise TextPathError("the request body is not an object")
+    return out
 
 
-def _steps(path: str) -> list[str | int]:
-    steps: list[str | int] = []
-    pos = 0
-    while pos < len(path):
-        match = _STEP.match(path, pos)
-        if match is None or match.end() == pos:
-            raise TextPathError(f"text path {path!r} is malformed at character {pos}")
-        steps.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
-        pos = match.end()
-    if not steps:
-        raise TextPathError("empty text path")
-    return steps
+# -- views -----------------------------------------------------------------------------------
 
 
-def _walk(body: Any, steps: list[str | int], path: str) -> Any:
-    node = body
-    for step in steps:
-        try:
-            node = node[step]
-        except (KeyError, IndexError, TypeError):
-            raise TextPathError(f"text path {path!r} names nothing in the request body") from None
-    return node
+def _view(body: BaseModel | Mapping[str, Any]) -> BaseModel | Mapping[str, Any]:
+    """The typed request for a body that is one, else the body itself (read generically)."""
+    if isinstance(body, BaseModel):
+        return body
+    model: type[BaseModel] | None = None
+    if "messages" in body:
+        model = ChatCompletionRequest
+    elif "prompt" in body:
+        model = CompletionRequest
+    if model is None or not isinstance(body, dict):
+        return body
+    try:
+        return model.model_validate(body)
+    except ValidationError:
+        return body
 
 
-def _get_text(body: dict[str, Any], path: str) -> str:
-    value = _walk(body, _steps(path), path)
-    if not isinstance(value, str):
-        raise TextPathError(f"text path {path!r} does not name a string")
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _fields(model: BaseModel) -> Iterator[tuple[str, Role, Any]]:
+    cls = type(model)
+    for name, info in cls.model_fields.items():
+        if name in model.model_fields_set:
+            yield info.alias or name, role_of(cls, name), getattr(model, name)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _read_model(model: BaseModel, path: str, texts: list[TextRef], binary: list[str]) -> None:
+    for wire, role, value in _fields(model):
+        _read_value(value, _join(path, wire), role, texts, binary)
+
+
+def _read_value(value: Any, path: str, role: Role, texts: list[TextRef], binary: list[str]) -> None:
+    if isinstance(value, BaseModel):
+        if role is Role.BINARY:
+            binary.append(path)  # an image/audio/file part: its own text fields are read below
+        _read_model(value, path, texts, binary)
+    elif isinstance(value, str):
+        if role is Role.BINARY:
+            binary.append(path)
+            if len(value) <= MAX_SCANNED_BINARY_CHARS:
+                texts.append(TextRef(path, value))  # a URL or short data: a secret is seen
+        elif role in (Role.TEXT, Role.JSON_TEXT):
+            texts.append(TextRef(path, value))
+            if role is Role.JSON_TEXT:
+                _read_json_text(value, path, texts)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _read_value(item, f"{path}[{i}]", role, texts, binary)
+    elif isinstance(value, dict):
+        for i, (key, item) in enumerate(value.items()):
+            if role in (Role.TEXT, Role.JSON_TEXT):
+                texts.append(TextRef(f"{path}<{i}>", str(key)))
+            _read_value(item, f"{path}{{{i}}}", role, texts, binary)
+
+
+def _read_json_text(raw: str, path: str, texts: list[TextRef]) -> None:
+    decoded = _decode(raw)
+    if decoded is not None:
+        _read_json(decoded[0], path + ARGS_POINTER_SEP, texts)
+
+
+def _decode(raw: str) -> tuple[Any] | None:
+    if len(raw) > MAX_DECODED_JSON_CHARS:
+        return None
+    try:
+        return (json.loads(raw),)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _read_json(value: Any, path: str, texts: list[TextRef]) -> None:
+    if isinstance(value, str):
+        texts.append(TextRef(path, value))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _read_json(item, f"{path}[{i}]", texts)
+    elif isinstance(value, dict):
+        for i, (key, item) in enumerate(value.items()):
+            texts.append(TextRef(f"{path}<{i}>", str(key)))
+            _read_json(item, f"{path}{{{i}}}", texts)
+
+
+def _read_generic(value: Any, path: str, texts: list[TextRef]) -> None:
+    vocabulary = schema_vocabulary()
+    if isinstance(value, str):
+        texts.append(TextRef(path, value))
+        if path.endswith(".arguments"):
+            _read_json_text(value, path, texts)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _read_generic(item, f"{path}[{i}]", texts)
+    elif isinstance(value, Mapping):
+        for i, (key, item) in enumerate(value.items()):
+            if isinstance(key, str) and key in vocabulary:
+                _read_generic(item, _join(path, key), texts)
+            else:
+                texts.append(TextRef(f"{path}<{i}>", str(key)))
+                _read_generic(item, f"{path}{{{i}}}", texts)
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _take(path: str, current: str, replacements: Mapping[str, str], used: set[str]) -> str:
+    if path in replacements:
+        used.add(path)
+        return replacements[path]
+    return current
+
+
+def _build_model(
+    model: BaseModel, path: str, replacements: Mapping[str, str], used: set[str]
+) -> dict[str, Any]:
+    return {
+        wire: _build_value(value, _join(path, wire), role, replacements, used)
+        for wire, role, value in _fields(model)
+    }
+
+
+def _build_value(
+    value: Any, path: str, role: Role, replacements: Mapping[str, str], used: set[str]
+) -> Any:
+    if isinstance(value, BaseModel):
+        return _build_model(value, path, replacements, used)
+    textual = role in (Role.TEXT, Role.JSON_TEXT)
+    if isinstance(value, str):
+        if role is Role.BINARY and len(value) <= MAX_SCANNED_BINARY_CHARS:
+            return _take(path, value, replacements, used)  # read as a text, so replaceable
+        if not textual:
+            return value
+        if role is Role.JSON_TEXT and path not in replacements:
+            return _build_json_text(value, path, replacements, used)
+        return _take(path, value, replacements, used)
+    if isinstance(value, list):
+        return [
+            _build_value(item, f"{path}[{i}]", role, replacements, used)
+            for i, item in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for i, (key, item) in enumerate(value.items()):
+            new_key = _take(f"{path}<{i}>", key, replacements, used) if textual else key
+            if new_key in out:
+                raise TextPathError(f"two keys of {path or 'the body'} are equal after rewriting")
+            out[new_key] = _build_value(item, f"{path}{{{i}}}", role, replacements, used)
+        return out
     return value
 
 
-def _set_text(body: dict[str, Any], path: str, new_text: str) -> None:
-    steps = _steps(path)
-    parent = _walk(body, steps[:-1], path)
-    last = steps[-1]
-    try:
-        current = parent[last]
-    except (KeyError, IndexError, TypeError):
-        raise TextPathError(f"text path {path!r} names nothing in the request body") from None
-    if not isinstance(current, str):
-        raise TextPathError(f"text path {path!r} does not name a string")
-    parent[last] = new_text
+def _build_json_text(raw: str, path: str, replacements: Mapping[str, str], used: set[str]) -> str:
+    prefix = path + ARGS_POINTER_SEP
+    if not any(p.startswith(prefix) for p in replacements):
+        return raw
+    decoded = _decode(raw)
+    if decoded is None:
+        raise TextPathError(f"{path} is not JSON, so decoded paths under it cannot be replaced")
+    rebuilt = _build_json(decoded[0], prefix, replacements, used)
+    return json.dumps(rebuilt, ensure_ascii=False)
 
 
-def _set_pointer(doc: Any, pointer: str, new_text: str, head: str) -> Any:
-    if pointer in ("", "/"):
-        if not isinstance(doc, str):
-            raise TextPathError(f"{head}#{pointer} does not name a string")
-        return new_text
-    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
-    node = doc
-    for token in tokens[:-1]:
-        node = _pointer_step(node, token, head, pointer)
-    last = tokens[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise TextPathError(f"{head}#{pointer} names nothing in the arguments")
-        if not isinstance(node[int(last)], str):
-            raise TextPathError(f"{head}#{pointer} does not name a string")
-        node[int(last)] = new_text
-    elif isinstance(node, dict) and isinstance(node.get(last), str):
-        node[last] = new_text
-    else:
-        raise TextPathError(f"{head}#{pointer} does not name a string in the arguments")
-    return doc
+def _build_json(value: Any, path: str, replacements: Mapping[str, str], used: set[str]) -> Any:
+    if isinstance(value, str):
+        return _take(path, value, replacements, used)
+    if isinstance(value, list):
+        return [_build_json(v, f"{path}[{i}]", replacements, used) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for i, (key, item) in enumerate(value.items()):
+            new_key = _take(f"{path}<{i}>", key, replacements, used)
+            if new_key in out:
+                raise TextPathError(f"two keys of {path} are equal after rewriting")
+            out[new_key] = _build_json(item, f"{path}{{{i}}}", replacements, used)
+        return out
+    return value
 
 
-def _pointer_step(node: Any, token: str, head: str, pointer: str) -> Any:
-    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
-        return node[int(token)]
-    if isinstance(node, dict) and token in node:
-        return node[token]
-    raise TextPathError(f"{head}#{pointer} names nothing in the arguments")
+def _build_generic(value: Any, path: str, replacements: Mapping[str, str], used: set[str]) -> Any:
+    vocabulary = schema_vocabulary()
+    if isinstance(value, str):
+        if path.endswith(".arguments") and path not in replacements:
+            return _build_json_text(value, path, replacements, used)
+        return _take(path, value, replacements, used)
+    if isinstance(value, list):
+        return [_build_generic(v, f"{path}[{i}]", replacements, used) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for i, (key, item) in enumerate(value.items()):
+            if isinstance(key, str) and key in vocabulary:
+                out[key] = _build_generic(item, _join(path, key), replacements, used)
+                continue
+            new_key = _take(f"{path}<{i}>", str(key), replacements, used)
+            if new_key in out:
+                raise TextPathError(f"two keys of {path or 'the body'} are equal after rewriting")
+            out[new_key] = _build_generic(item, f"{path}{{{i}}}", replacements, used)
+        return out
+    return value

@@ -20,6 +20,7 @@ from typing import Any
 from gateway.sanitize.pseudonyms import PseudonymMap
 
 __all__ = [
+    "PseudonymRestorer",
     "SSERestorer",
     "StreamRestorer",
     "restore_response_body",
@@ -194,3 +195,33 @@ class SSERestorer:
             if rest and field in ("content", "text"):
                 out[index] = out.get(index, "") + rest
         return out
+
+
+class PseudonymRestorer:
+    """Restores one request's pseudonyms in a JSON answer or an SSE stream, holding back only a
+    possible partial placeholder at a chunk boundary (the pipeline's ``Restorer``)."""
+
+    def __init__(self, sanitized: Any) -> None:
+        self._pseudonyms: PseudonymMap = sanitized.pseudonyms
+        self._stream = SSERestorer(self._pseudonyms)
+        self._last: dict[str, Any] = {}
+
+    def restore_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return restore_response_body(body, self._pseudonyms)
+
+    def restore_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._last = {k: event[k] for k in ("id", "object", "created") if k in event}
+        return self._stream.feed_chunk(event)
+
+    def flush_event(self) -> dict[str, Any] | None:
+        tails = self._stream.flush()
+        if not any(tails.values()):
+            return None
+        return {
+            **self._last,
+            "choices": [
+                {"index": index, "delta": {"content": text}, "finish_reason": None}
+                for index, text in sorted(tails.items())
+                if text
+            ],
+        }

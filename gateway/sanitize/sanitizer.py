@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from gateway.detect.entities import entity_priority
 from gateway.detect.findings import Finding, TextRef
 from gateway.detect.texts import extract_texts, replace_texts, split_pointer_path
@@ -44,35 +46,44 @@ class _Span:
 
 @dataclass(frozen=True, slots=True)
 class SanitizedRequest:
-    """The sanitized body, the placeholders to restore, and what was replaced (type -> count)."""
+    """The sanitized body, the placeholders to restore, what was replaced (type -> count), and
+    every replacement string written (placeholders, ``<TYPE>``, masks, hashes): the egress scan
+    masks exactly these, so Bastion's own tokens never read as entities."""
 
     body: dict[str, Any] = field(repr=False)
     pseudonyms: PseudonymMap
     replaced: Mapping[str, int]
+    tokens: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def sanitize_body(
-    body: Mapping[str, Any],
+    body: BaseModel | Mapping[str, Any],
     findings: Sequence[Finding],
     operations: Mapping[str, Operation],
     *,
     hash_key: Secret | None = None,
     default_operation: Operation = DEFAULT_OPERATION,
+    extracted: Sequence[TextRef] | None = None,
 ) -> SanitizedRequest:
-    """Return the body with every finding replaced, and the per-request pseudonym map."""
-    refs = extract_texts(body)
+    """Return the body (a new plain dict built from the typed request, see
+    :func:`gateway.detect.texts.replace_texts`) with every finding replaced, and the per-request
+    pseudonym map. ``extracted``: the request's texts when the caller already has them."""
+    refs = list(extracted) if extracted is not None else extract_texts(body)
     texts = {ref.path: ref.text for ref in refs}
     pseudonyms = PseudonymMap(avoid=texts.values())
     spans = _spans_by_path(findings, texts)
     _propagate(spans, refs)
     replaced: dict[str, int] = {}
+    tokens: set[str] = set()
 
     def replace(entity_type: str, value: str) -> str:
         operation = operations.get(entity_type, default_operation)
         replaced[entity_type] = replaced.get(entity_type, 0) + 1
-        return apply_operation(
+        token = apply_operation(
             operation, entity_type, value, pseudonyms=pseudonyms, hash_key=hash_key
         )
+        tokens.add(token)
+        return token
 
     replacements: dict[str, str] = {}
     arguments = {split_pointer_path(p)[0] for p in texts if split_pointer_path(p)[1] is not None}
@@ -87,7 +98,7 @@ def sanitize_body(
         edits = _argument_edits(head, texts, spans, replace)
         replacements.update(edits)
     sanitized = replace_texts(body, replacements)
-    return SanitizedRequest(sanitized, pseudonyms, replaced)
+    return SanitizedRequest(sanitized, pseudonyms, replaced, frozenset(tokens))
 
 
 def _spans_by_path(findings: Iterable[Finding], texts: Mapping[str, str]) -> dict[str, list[_Span]]:

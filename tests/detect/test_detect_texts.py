@@ -33,18 +33,23 @@ BODY: dict[str, Any] = {
 
 
 def test_extract_texts_finds_every_surface() -> None:
-    """Every message content, content part, name, tool-call name/arguments (raw and decoded)
-    and legacy function_call is extracted with its path."""
+    """Every message content, content part, name, tool-call id/name/arguments (raw, and decoded
+    keys and values by position), tool_call_id and legacy function_call is extracted with its
+    path."""
     paths = {ref.path: ref.text for ref in extract_texts(BODY)}
     assert paths == {
         "messages[0].content": "sys",
         "messages[1].content[0].text": "part",
         "messages[1].name": "alice",
+        "messages[2].tool_calls[0].id": "c1",
         "messages[2].tool_calls[0].function.name": "lookup",
         "messages[2].tool_calls[0].function.arguments": '{"q": "x", "n": ["y"]}',
-        "messages[2].tool_calls[0].function.arguments#/q": "x",
-        "messages[2].tool_calls[0].function.arguments#/n/0": "y",
+        "messages[2].tool_calls[0].function.arguments#<0>": "q",
+        "messages[2].tool_calls[0].function.arguments#{0}": "x",
+        "messages[2].tool_calls[0].function.arguments#<1>": "n",
+        "messages[2].tool_calls[0].function.arguments#{1}[0]": "y",
         "messages[3].content": "result",
+        "messages[3].tool_call_id": "c1",
         "messages[4].function_call.name": "old",
         "messages[4].function_call.arguments": "not json",
         "messages[5].content": "dev",
@@ -71,7 +76,7 @@ def test_replace_texts_rewrites_copy_only() -> None:
 
 def test_replace_texts_decoded_argument_keeps_json() -> None:
     """Replacing a decoded argument value re-encodes the arguments as valid JSON."""
-    out = replace_texts(BODY, {"messages[2].tool_calls[0].function.arguments#/n/0": 'z"q'})
+    out = replace_texts(BODY, {"messages[2].tool_calls[0].function.arguments#{1}[0]": 'z"q'})
     args = json.loads(out["messages"][2]["tool_calls"][0]["function"]["arguments"])
     assert args == {"q": "x", "n": ['z"q']}
 
@@ -82,8 +87,8 @@ def test_replace_texts_decoded_argument_keeps_json() -> None:
         "messages[9].content",
         "messages[0].nope",
         "messages[2].content",
-        "messages[2].tool_calls[0].function.arguments#/missing",
-        "messages[4].function_call.arguments#/q",
+        "messages[2].tool_calls[0].function.arguments#{7}",
+        "messages[4].function_call.arguments#{0}",
         "messages[",
     ],
     ids=["index", "key", "not-a-string", "bad-pointer", "not-json", "malformed"],
@@ -98,4 +103,4 @@ def test_replace_texts_rejects_raw_and_decoded_together() -> None:
     """Giving both the raw arguments and a decoded value of them is ambiguous and refused."""
     head = "messages[2].tool_calls[0].function.arguments"
     with pytest.raises(TextPathError, match="both"):
-        replace_texts(BODY, {head: "{}", f"{head}#/q": "y"})
+        replace_texts(BODY, {head: "{}", f"{head}#{{0}}": "y"})

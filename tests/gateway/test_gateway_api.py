@@ -45,7 +45,7 @@ def _error(response: httpx2.Response) -> dict[str, object]:
             ).encode(),
             {},
             400,
-            "messages[0].content.str",
+            "messages[0].content",
         ),
         (json.dumps({**CHAT, "temperature": 9}).encode(), {}, 400, "temperature"),
         (json.dumps({**CHAT, "max_tokens": 10**6}).encode(), {}, 400, "max_tokens"),

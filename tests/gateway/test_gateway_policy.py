@@ -188,15 +188,16 @@ def test_residual_pii_after_sanitize_fails_closed(
     recording_upstream: RecordingUpstream,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A sanitizer that leaves the value in place is caught by the re-scan; the managed API gets nothing."""
-    import gateway.routing as routing
+    """A sanitizer that leaves the value in place is caught by the egress scan; the managed API gets nothing."""
+    import gateway.pipeline._steps as steps
+    from gateway.detect.texts import dump_request
     from gateway.sanitize.pseudonyms import PseudonymMap
     from gateway.sanitize.sanitizer import SanitizedRequest
 
     monkeypatch.setattr(
-        routing,
+        steps,
         "sanitize_body",
-        lambda body, *a, **k: SanitizedRequest(dict(body), PseudonymMap(), {}),
+        lambda body, *a, **k: SanitizedRequest(dump_request(body), PseudonymMap(), {}),
     )
     gateway = policy_gateway(MANAGED_ALL)
     response = _chat(gateway, billing, "Send the report to Margaret Thornbury at 12 Elm Street.")
