@@ -159,6 +159,7 @@ def protocol_class(
         _phase: Literal["headers", "body", "none"] = "none"
         _deadline: asyncio.TimerHandle | None = None
         _refused = False
+        _abandoned = False  # the body deadline passed: the request was answered 408
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -200,6 +201,7 @@ def protocol_class(
         ) -> None:
             """Wrap the app: TLS facts into the scope, ambiguous framing refused before it."""
             inner = self.app
+            protocol = self
 
             async def edge_app(scope: Any, receive: Any, send: Any) -> None:
                 if scope["type"] == "http" and _ambiguous_framing(scope["headers"]):
@@ -211,7 +213,14 @@ def protocol_class(
                     extensions["tls"] = extension
                     extensions[IDENTITY_KEY] = verdict
                     scope = {**scope, "extensions": extensions}
-                await inner(scope, receive, send)
+                try:
+                    await inner(scope, receive, send)
+                except Exception as exc:
+                    if not protocol._abandoned:
+                        raise
+                    # The body deadline passed and the peer got its 408: the app's complaint
+                    # about the missing body (a disconnect) is expected, not an app failure.
+                    logger.info("request abandoned at the body deadline (%s)", type(exc).__name__)
 
             self.app = edge_app
 
@@ -268,6 +277,7 @@ def protocol_class(
             cycle = self.cycle
             if phase == "body" and cycle is not None and not cycle.response_started:
                 # The app is waiting for the body: answer 408 and let it see a disconnect.
+                self._abandoned = True
                 self.transport.write(_BODY_TIMEOUT)
                 cycle.disconnected = True
                 cycle.message_event.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import selectors
 import socket
 import ssl
@@ -67,7 +68,7 @@ def _closed_by_peer(sock: socket.socket, timeout: float) -> bool:
         return not isinstance(exc, TimeoutError)
 
 
-def _read_answer(sock: ssl.SSLSocket, timeout: float = 10.0) -> RawAnswer:
+def _read_answer(sock: socket.socket, timeout: float = 10.0) -> RawAnswer:
     """Read one HTTP/1.1 answer (Content-Length framed), then whether the server closed."""
     sock.settimeout(timeout)
     data = b""
@@ -336,6 +337,50 @@ def test_slowloris_connections_are_dropped_after_the_header_timeout(
 
 
 @pytest.mark.parametrize(
+    "sent",
+    [b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"],
+    ids=["no-client-hello", "half-a-client-hello"],
+)
+def test_stalled_tls_handshakes_are_dropped_after_the_handshake_timeout(
+    start_gateway: Callable[..., RunningGateway], sent: bytes
+) -> None:
+    """A TCP peer that never completes its TLS handshake is closed once
+    server.tls_handshake_timeout_s has passed (asyncio's default would hold it 60 s)."""
+    gateway = start_gateway(server={"tls_handshake_timeout_s": 1.0})
+    with socket.create_connection(("127.0.0.1", gateway.server.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(sent)
+        closed = _closed_by_peer(sock, 10.0)
+        elapsed = time.monotonic() - started
+    assert closed
+    assert 0.9 <= elapsed < 1.0 + 3.0
+
+
+def test_the_plain_ops_port_has_the_same_limits(
+    start_gateway: Callable[..., RunningGateway],
+) -> None:
+    """The ops port (plain HTTP, for probes) drops half-sent headers at the header deadline and
+    refuses ambiguous framing with a 400 and a closed connection, like the mTLS port."""
+    gateway = start_gateway(server={"header_read_timeout_s": 1.0})
+    port = gateway.server.ops_port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert _closed_by_peer(sock, 10.0)
+        assert 0.9 <= time.monotonic() - started < 1.0 + 3.0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        answer = _read_answer(sock)
+    assert answer.status == 400
+    assert _error(answer.body)["code"] == "bad_http_framing"
+    assert answer.closed
+
+
+@pytest.mark.parametrize(
     "drip",
     [False, True],
     ids=["body-stalls", "body-drips-a-byte-at-a-time"],
@@ -344,14 +389,16 @@ def test_slow_bodies_are_dropped_after_the_body_timeout(
     start_gateway: Callable[..., RunningGateway],
     billing: CertPair,
     recording_upstream: RecordingUpstream,
+    caplog: pytest.LogCaptureFixture,
     drip: bool,
 ) -> None:
     """A body that stalls, or arrives a byte at a time (each read on time), is cut off at
-    server.body_read_timeout_s: an overall deadline, not a per-read one; nothing is forwarded."""
+    server.body_read_timeout_s with an OpenAI-shaped 408 and the connection closed: an overall
+    deadline, not a per-read one; nothing is forwarded and no application error is logged."""
     recording_upstream.reset()
     gateway = start_gateway(server={"body_read_timeout_s": 1.0})
     body = json.dumps(CHAT).encode()
-    with _tls_socket(gateway, billing) as sock:
+    with caplog.at_level(logging.INFO), _tls_socket(gateway, billing) as sock:
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\nContent-Length: "
@@ -360,22 +407,19 @@ def test_slow_bodies_are_dropped_after_the_body_timeout(
             + body[:5]
         )
         started = time.monotonic()
-        closed = False
-        if drip:
-            for byte in body[5:-1]:  # one byte every 0.2 s: would take several seconds
-                try:
-                    sock.sendall(bytes([byte]))
-                except (ConnectionError, ssl.SSLError, OSError):
-                    closed = True
+        if drip:  # one byte every 0.2 s would take several seconds; stop when answered
+            for byte in body[5:-1]:
+                if select.select([sock], [], [], 0.2)[0]:
                     break
-                if time.monotonic() - started > 10:
-                    break
-                time.sleep(0.2)
-        closed = closed or _closed_by_peer(sock, 10.0)
+                sock.sendall(bytes([byte]))
+        answer = _read_answer(sock)
         elapsed = time.monotonic() - started
-    assert closed
-    assert 0.9 <= elapsed < 1.0 + 5.0
+    assert answer.status == 408
+    assert _error(answer.body)["code"] == "body_read_timeout"
+    assert answer.closed
+    assert 0.9 <= elapsed < 1.0 + 3.0
     assert recording_upstream.received == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_connections_over_the_cap_get_503_and_are_closed(
