@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 from gateway.audit import AuditConfig
 from gateway.errors import ConfigError
 from gateway.telemetry import TracingConfig
 from pki.hsm import HsmSettings
+from pki.yamlfile import PathPart, YamlDocument, YamlFileError, read_yaml_file, validation_issues
 
 __all__ = [
     "AuditConfig",
@@ -44,8 +42,6 @@ __all__ = [
     "UpstreamConfig",
     "UpstreamTLS",
     "load_config",
-    "load_yaml_document",
-    "locate",
 ]
 
 
@@ -280,66 +276,9 @@ class GatewayConfig(_Frozen):
         return refs
 
 
-# -- YAML with positions ------------------------------------------------------------------
-
-
-def load_yaml_document(path: Path) -> Any:
-    """Parse YAML 1.2 with positions kept; duplicate keys are errors."""
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return yaml.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{where}: {problem}") from None
-
-
-def locate(document: Any, loc: tuple[int | str, ...]) -> tuple[int, int] | None:
-    """1-based (line, column) of the deepest node of ``loc`` that exists in the document."""
-    node = document
-    found: tuple[int, int] | None = None
-    if isinstance(node, CommentedMap | CommentedSeq):
-        found = (node.lc.line + 1, node.lc.col + 1)
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part)
-            found = (line + 1, col + 1)
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line, col = node.lc.item(part)
-            found = (line + 1, col + 1)
-            node = node[part]
-        else:
-            break
-    return found
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def validation_messages(path: Path, document: Any, exc: ValidationError) -> list[str]:
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = tuple(error["loc"])
-        position = locate(document, loc)
-        where = f"{path}:{position[0]}:{position[1]}" if position else str(path)
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}' at {_dotted(loc[:-1])}; check the spelling"
-        elif error["type"] == "missing":
-            message = f"missing required key '{_dotted(loc)}'"
-        else:
-            message = f"{_dotted(loc)}: {error['msg']}"
-        lines.append(f"{where}: {message}")
-    return lines
+# -- loading -----------------------------------------------------------------------------
+# The file is read by pki.yamlfile, the loader shared with policies and worker configs: every
+# error below names file:line:col.
 
 
 def _resolve_paths(value: Any, base: Path) -> Any:
@@ -357,39 +296,42 @@ def _resolve_paths(value: Any, base: Path) -> Any:
     return value
 
 
-def _coerce_secret_refs(node: Any) -> Any:
-    """``api_key: "secret:NAME"`` is shorthand for ``api_key: {store: NAME}``."""
+def _coerce_secret_refs(document: YamlDocument, node: Any, loc: tuple[PathPart, ...]) -> Any:
+    """``api_key: "secret:NAME"`` is shorthand for ``api_key: {store: NAME}``; a key written
+    as the value itself is refused at its position."""
     if isinstance(node, Mapping):
         out = {}
         for key, value in node.items():
             if key == "api_key" and isinstance(value, str) and value.startswith("secret:"):
                 out[key] = {"store": value.removeprefix("secret:")}
             elif key == "api_key" and isinstance(value, str):
+                line, col = document.locate((*loc, key))
                 raise ConfigError(
-                    "upstream api_key must be a reference ({env: VAR}, {file: PATH} or "
-                    "'secret:NAME'), never the key itself"
+                    f"{document.file}:{line}:{col}: upstream api_key must be a reference "
+                    "({env: VAR}, {file: PATH} or 'secret:NAME'), never the key itself"
                 )
             else:
-                out[key] = _coerce_secret_refs(value)
+                out[key] = _coerce_secret_refs(document, value, (*loc, key))
         return out
     if isinstance(node, list):
-        return [_coerce_secret_refs(v) for v in node]
+        return [_coerce_secret_refs(document, v, (*loc, i)) for i, v in enumerate(node)]
     return node
 
 
 def load_config(path: Path) -> GatewayConfig:
     """Load and validate the gateway config; raise :class:`ConfigError` listing every problem."""
-    document = load_yaml_document(path)
-    if not isinstance(document, CommentedMap):
+    try:
+        document = read_yaml_file(path)
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(document.data, dict):
         raise ConfigError(
             f"{path}:1:1: the config must be a mapping of sections (server, tls, ...)"
         )
     try:
-        config = GatewayConfig.model_validate(_coerce_secret_refs(document))
+        config = GatewayConfig.model_validate(_coerce_secret_refs(document, document.data, ()))
     except ValidationError as exc:
-        raise ConfigError("\n".join(validation_messages(path, document, exc))) from None
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError("\n".join(map(str, validation_issues(document, exc)))) from None
     # Every Path field of every section, once: relative paths are relative to the config file.
     resolved: GatewayConfig = _resolve_paths(config, path.resolve().parent)
     config = resolved
@@ -397,11 +339,11 @@ def load_config(path: Path) -> GatewayConfig:
     return config
 
 
-def _check_references(path: Path, document: Any, config: GatewayConfig) -> None:
+def _check_references(path: Path, document: YamlDocument, config: GatewayConfig) -> None:
     problems = []
     for alias, model in config.models.items():
         if model.upstream not in config.upstreams:
-            line, col = locate(document, ("models", alias, "upstream")) or (0, 0)
+            line, col = document.locate(("models", alias, "upstream"))
             problems.append(
                 f"{path}:{line}:{col}: model '{alias}' names upstream '{model.upstream}', "
                 f"which is not defined (known: {', '.join(sorted(config.upstreams)) or 'none'})"
@@ -410,12 +352,12 @@ def _check_references(path: Path, document: Any, config: GatewayConfig) -> None:
         if upstream.api_key is not None:
             set_fields = [f for f in ("env", "file", "store") if getattr(upstream.api_key, f)]
             if len(set_fields) != 1:
-                line, col = locate(document, ("upstreams", name, "api_key")) or (0, 0)
+                line, col = document.locate(("upstreams", name, "api_key"), key=True)
                 problems.append(
                     f"{path}:{line}:{col}: api_key needs exactly one of env, file, store"
                 )
         if upstream.type == "ubiai" and upstream.kind != "managed":
-            line, col = locate(document, ("upstreams", name, "type")) or (0, 0)
+            line, col = document.locate(("upstreams", name, "type"))
             problems.append(
                 f"{path}:{line}:{col}: a ubiai upstream is a managed API (kind: managed)"
             )

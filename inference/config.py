@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from inference.errors import WorkerConfigError
 from inference.tracing import WorkerTracingConfig
 from pki.hsm import HsmSettings
+from pki.yamlfile import YamlDocument, YamlFileError, format_path, read_yaml_file
 
 __all__ = [
     "AttnImplementation",
@@ -284,15 +285,24 @@ class WorkerConfig(BaseModel):
         return self
 
 
-def _format_validation(error: ValidationError, source: str) -> str:
+def _format_validation(
+    error: ValidationError, source: str, document: YamlDocument | None = None
+) -> str:
+    """Each problem by key path; read from a file, each also at its ``file:line:col``."""
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        where = format_path(item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            parts.append(f"unknown key {where!r}")
+            part = f"unknown key {where!r}"
         else:
             message = item["msg"].removeprefix("Value error, ")
-            parts.append(f"{where}: {message}")
+            part = f"{where}: {message}"
+        if document is not None:
+            line, col = document.locate(item["loc"], key=True)
+            part = f"{document.file}:{line}:{col}: {part}"
+        parts.append(part)
+    if document is not None:
+        return f"worker config {source} is invalid:\n" + "\n".join(parts)
     return f"worker config {source} is invalid: " + "; ".join(parts)
 
 
@@ -307,24 +317,18 @@ def config_from_mapping(data: Any, *, source: str = "(mapping)") -> WorkerConfig
 
 
 def load_config(path: Path) -> WorkerConfig:
-    """Read a YAML worker config; relative paths in it resolve against the file's folder."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
+    """Read a YAML worker config (the loader shared with the gateway's config and policies, so
+    every problem names ``file:line:col``); relative paths resolve against the file's folder."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WorkerConfigError(
-            f"cannot read worker config {path}: {exc.strerror}; check the path"
-        ) from None
+        document = read_yaml_file(path)
+    except YamlFileError as exc:
+        raise WorkerConfigError(f"worker config {exc}") from None
+    if not isinstance(document.data, dict):
+        raise WorkerConfigError(f"worker config {path}:1:1: must be a mapping at the top level")
     try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise WorkerConfigError(f"worker config {path}{where}: {problem}") from None
-    config = config_from_mapping(data, source=str(path))
+        config = WorkerConfig.model_validate(document.data)
+    except ValidationError as exc:
+        raise WorkerConfigError(_format_validation(exc, str(path), document)) from None
     return _resolve_paths(config, path.parent)
 
 

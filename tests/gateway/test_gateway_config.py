@@ -212,3 +212,35 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     assert config.audit is not None
     with pytest.raises(ValueError, match="frozen"):
         config.audit.max_batch = 1  # type: ignore[misc]
+
+
+# (id, text replacing a line of BASE, the line the error must point at, words of the message)
+YAML_PROBLEMS = [
+    ("syntax", ("  port: 8443", "  port: [8443"), "YAML error"),
+    ("duplicate-key", ("  port: 8443", "  port: 8443\n  port: 9443"), "found duplicate key"),
+    ("key-written-in", ("{env: UBIAI_TOKEN}", "sk-live-abc"), "must be a reference"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"), [c[1:] for c in YAML_PROBLEMS], ids=[c[0] for c in YAML_PROBLEMS]
+)
+def test_yaml_problems_are_reported_at_their_position(
+    tmp_path: Path, change: tuple[str, str], words: str
+) -> None:
+    """Syntax errors, duplicate keys and a key written into the file are refused with
+    file:line:col (the shared loader of config, policies and worker configs), never a
+    traceback, and the value is not echoed."""
+    text = BASE.replace(*change)
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:")
+    line = int(message.split(":")[1])
+    last = change[1].split("\n")[-1]
+    changed = next(i for i, row in enumerate(text.splitlines(), 1) if last in row)
+    # A parser notices an unclosed bracket where the next token is: the changed line or the next.
+    assert line in (changed, changed + 1)
+    assert words in message
+    assert "sk-live-abc" not in message

@@ -128,10 +128,10 @@ def test_yaml_file_resolves_relative_paths(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
-    """A YAML syntax error is reported with its line, not a traceback."""
+    """A YAML syntax error is reported at file:line:col, not a traceback."""
     path = tmp_path / "worker.yaml"
     path.write_text("model:\n  source: dir\n  path: [unclosed\n", encoding="utf-8")
-    with pytest.raises(WorkerConfigError, match=r"line \d+"):
+    with pytest.raises(WorkerConfigError, match=r"worker\.yaml:\d+:\d+: YAML error"):
         load_config(path)
 
 
@@ -141,7 +141,7 @@ def test_cli_refuses_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_text("model: {source: dir, path: m}\nserver: {insecure_plain_http: true}\n"
                     "runtime: {dtpye: float32}\n", encoding="utf-8")  # fmt: skip
     assert main(["worker", "--config", str(path), "--check"]) == 1
-    assert "unknown key 'runtime.dtpye'" in capsys.readouterr().err
+    assert f"{path}:3:11: unknown key 'runtime.dtpye'" in capsys.readouterr().err
 
 
 def test_cli_check_accepts_a_valid_config(
