@@ -345,6 +345,72 @@ def _facts_key(facts: RequestFacts) -> tuple[Any, ...]:
     )
 
 
+# Replay is mostly the same facts again (a service asking the same kind of thing): records that
+# agree byte for byte on every field the decision uses are decided once. Canonical JSON (RFC
+# 8785) orders the data's keys as below, so three slices of the body hold exactly those fields
+# (action | endpoint..policy_version | route, rule_id). A string value cannot contain an
+# unescaped quote, so each ``,"key":`` marker found once is the data's own key; a body where a
+# used key occurs more than once (a header named like one, or a non-canonical body) is parsed
+# in full instead.
+_USED_KEYS = tuple(
+    b'"%s":' % k
+    for k in (
+        b"action",
+        b"endpoint",
+        b"identity",
+        b"inputs",
+        b"model",
+        b"operations",
+        b"policy_version",
+        b"route",
+        b"rule_id",
+    )
+)
+_SLICE_MARKERS = (b',"client_addr":', b',"endpoint":', b',"request_id":', b',"route":')
+_PREFIX = b'{"data":{"action":'
+_END_MARKER = b',"text_digests":'
+_MEMO_LIMIT = 100_000
+
+
+def _memo_key(body: bytes) -> bytes | None:
+    if not body.startswith(_PREFIX):
+        return None
+    for key in _USED_KEYS:
+        if body.count(key) != 1:
+            return None
+    positions = []
+    for marker in (*_SLICE_MARKERS, _END_MARKER):
+        if body.count(marker) != 1:
+            return None
+        positions.append(body.find(marker))
+    client, endpoint, request, route, end = positions
+    if not client < endpoint < request < route < end:
+        return None
+    return b"\x00".join((body[:client], body[endpoint:request], body[route:end]))
+
+
+_Memo = tuple[DecisionOutcome | None, RequestFacts | str, DecisionOutcome | None]
+
+
+def _decide_record(body: bytes, candidate: _Candidate) -> _Memo:
+    try:
+        data = json.loads(body)["data"]
+    except (ValueError, KeyError, TypeError):
+        return None, "record body is not a well-formed decision record", None
+    if not isinstance(data, Mapping):
+        return None, "record body is not a well-formed decision record", None
+    facts = facts_from_record(data, candidate)
+    if isinstance(facts, str):
+        return None, facts, None
+    key = _facts_key(facts)
+    new = candidate.cache.get(key)
+    if new is None:
+        new = outcome_of(decide(facts, candidate.policy))
+        if len(candidate.cache) < _MEMO_LIMIT:
+            candidate.cache[key] = new
+    return _recorded_outcome(data), facts, new
+
+
 def replay_decisions(
     records: Iterable[tuple[str, str, bytes]],
     policy: Policy,
@@ -356,33 +422,20 @@ def replay_decisions(
     and compare with what was decided. Pure: reads only what it is given."""
     report = report or ComparisonReport(mode="replay", candidate=policy)
     candidate = _Candidate(policy, header_digest)
+    memo: dict[bytes, _Memo] = {}
     for decision_id, time, body in records:
         if report.first_time is None:
             report.first_time = time
         report.last_time = time
-        try:
-            data = json.loads(body)["data"]
-        except (ValueError, KeyError, TypeError):
-            report.skip("record body is not a well-formed decision record")
+        key = _memo_key(body)
+        result = memo.get(key) if key is not None else None
+        if result is None:
+            result = _decide_record(body, candidate)
+            if key is not None and len(memo) < _MEMO_LIMIT:
+                memo[key] = result
+        old, facts, new = result
+        if isinstance(facts, str) or old is None or new is None:
+            report.skip(facts if isinstance(facts, str) else "not replayable")
             continue
-        if not isinstance(data, Mapping):
-            report.skip("record body is not a well-formed decision record")
-            continue
-        facts = facts_from_record(data, candidate)
-        if isinstance(facts, str):
-            report.skip(facts)
-            continue
-        key = _facts_key(facts)
-        new = candidate.cache.get(key)
-        if new is None:
-            new = outcome_of(decide(facts, policy))
-            if len(candidate.cache) < 100_000:
-                candidate.cache[key] = new
-        report.add(
-            _recorded_outcome(data),
-            new,
-            identity=facts.identity,
-            model=facts.model,
-            sample_id=decision_id,
-        )
+        report.add(old, new, identity=facts.identity, model=facts.model, sample_id=decision_id)
     return report
