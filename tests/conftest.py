@@ -19,6 +19,7 @@ pytest_plugins = [
     for name in (
         "tests.fixtures.pki",
         "tests.fixtures.upstream",
+        "tests.fixtures.bad_upstream",
         "tests.fixtures.softhsm",
         "tests.fixtures.postgres",
         "tests.fixtures.model",

@@ -9,7 +9,9 @@ turns → ``input_text`` as a role-tagged transcript. The answer maps back into 
 
 Because the URL holds the token, it is built only at the moment of the call, never stored in an
 attribute that could reach a repr, and no error message includes it (``map_transport_errors``
-reports exception types only; the ``httpx2`` logger is kept at WARNING by the server).
+reports exception types only; the ``httpx2`` logger is kept at WARNING by the server). Only the
+wire format lives here; targets, retries, the breaker and the bounds are ``_pool.UpstreamPool``'s
+(the endpoint URL plays the part of ``base_url``; several URLs form a pool, as for OpenAI).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import httpx2
 
 from gateway.config import UbiAIOptions, UpstreamConfig
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.upstreams.base import CircuitBreaker, Endpoint, UpstreamReply, map_transport_errors
-from gateway.upstreams.openai import build_ssl_context
+from gateway.upstreams._pool import UpstreamPool
+from gateway.upstreams.base import Endpoint, UpstreamReply
 from pki.secret import Secret
 
 __all__ = ["UbiAIUpstream", "chat_to_ubiai"]
@@ -95,51 +97,31 @@ class UbiAIUpstream:
         self.kind: str = config.kind
         self._config = config
         self._token = token
-        self._endpoint = config.urls()[0]
         self._response_field = config.ubiai.response_field
-        self._client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(
-                connect=config.timeout.connect,
-                read=config.timeout.read,
-                write=config.timeout.write,
-                pool=config.timeout.pool,
-            ),
-            limits=httpx2.Limits(max_connections=config.max_connections),
-            verify=build_ssl_context(config),
-        )
-        self._breaker = CircuitBreaker(
-            name,
-            threshold=config.circuit.failure_threshold,
-            reset_after=config.circuit.reset_after_s,
-        )
+        self._pool = UpstreamPool(name, config)
 
     def upstream_model(self, alias: str) -> str:
         return self._config.model_map.get(alias, alias)
 
     def circuit_state(self) -> str:
-        return self._breaker.state.value
+        return self._pool.circuit_state()
 
-    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply:
-        self._breaker.before_call()
-        payload = chat_to_ubiai(body, self._config.ubiai)
-        with map_transport_errors(self.name, self._breaker):
-            response = await self._client.post(self._endpoint + self._token.reveal(), json=payload)
-            data = response.json()
-        if response.status_code >= 500:
-            self._breaker.failure()
-            raise UpstreamError(f"upstream '{self.name}' answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            self._breaker.success()
-            raise InvalidRequest(
-                f"upstream '{self.name}' refused the request (HTTP {response.status_code})"
-            )
+    def _text(self, data: Any) -> str:
         text = data.get(self._response_field) if isinstance(data, dict) else None
         if not isinstance(text, str):
-            self._breaker.failure()
             raise UpstreamError(
                 f"upstream '{self.name}' answer has no string field '{self._response_field}'"
             )
-        self._breaker.success()
+        return text
+
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply:
+        payload = chat_to_ubiai(body, self._config.ubiai)
+
+        def build(client: httpx2.AsyncClient, url: str) -> httpx2.Request:
+            # The token joins the URL only here, at the moment of the call.
+            return client.build_request("POST", url + self._token.reveal(), json=payload)
+
+        text = await self._pool.request_json(build, self._text)
         created = int(time.time())
         if endpoint is Endpoint.COMPLETIONS:
             out = {
@@ -172,4 +154,4 @@ class UbiAIUpstream:
         return _SyntheticStream(reply.body)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
