@@ -21,6 +21,7 @@ from gateway.audit import AuditConfig
 from gateway.errors import ConfigError
 from gateway.telemetry import TracingConfig
 from pki.hsm import HsmSettings
+from pki.secretref import SecretRef
 from pki.yamlfile import PathPart, YamlDocument, YamlFileError, read_yaml_file, validation_issues
 
 __all__ = [
@@ -47,21 +48,6 @@ __all__ = [
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(_Frozen):
-    """Where a secret comes from. Exactly one of ``env``, ``file``, ``store`` (``secret:NAME``)."""
-
-    env: str | None = None
-    file: Path | None = None
-    store: str | None = None
-
-    def describe(self) -> str:
-        if self.env:
-            return f"env:{self.env}"
-        if self.file:
-            return f"file:{self.file}"
-        return f"secret:{self.store}"
 
 
 class ServerConfig(_Frozen):
@@ -267,12 +253,7 @@ class GatewayConfig(_Frozen):
             )
             refs.append(("audit.digest_key", digest))
         if self.hsm is not None:
-            pin = (
-                SecretRef(file=self.hsm.pin_file)
-                if self.hsm.pin_file
-                else SecretRef(env=self.hsm.pin_env)
-            )
-            refs.append(("hsm.pin", pin))
+            refs.append(("hsm.pin", self.hsm.pin_ref()))
         return refs
 
 
@@ -349,13 +330,6 @@ def _check_references(path: Path, document: YamlDocument, config: GatewayConfig)
                 f"which is not defined (known: {', '.join(sorted(config.upstreams)) or 'none'})"
             )
     for name, upstream in config.upstreams.items():
-        if upstream.api_key is not None:
-            set_fields = [f for f in ("env", "file", "store") if getattr(upstream.api_key, f)]
-            if len(set_fields) != 1:
-                line, col = document.locate(("upstreams", name, "api_key"), key=True)
-                problems.append(
-                    f"{path}:{line}:{col}: api_key needs exactly one of env, file, store"
-                )
         if upstream.type == "ubiai" and upstream.kind != "managed":
             line, col = document.locate(("upstreams", name, "type"))
             problems.append(

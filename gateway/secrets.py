@@ -253,7 +253,7 @@ def check_secret_references(config: GatewayConfig) -> list[ReferenceCheck]:
     """Look up every secret the config names, as ``bastion serve`` will: files and variables
     are read, ``secret:NAME`` is decrypted in the HSM (proving the store, the token, the PIN
     and the KEK). Each value is dropped at once; only found / not found is kept."""
-    from pki.secret import SecretSourceError, secret_from_env_or_file
+    from pki.secret import SecretSourceError
 
     refs = config.secret_references()
     checks: list[ReferenceCheck] = []
@@ -262,7 +262,7 @@ def check_secret_references(config: GatewayConfig) -> list[ReferenceCheck]:
         if ref.store:
             continue
         try:
-            secret_from_env_or_file(env=ref.env, file=ref.file)
+            ref.resolve()
         except SecretSourceError as exc:
             checks.append(ReferenceCheck(key, ref.describe(), str(exc)))
         else:
@@ -277,7 +277,7 @@ def check_secret_references(config: GatewayConfig) -> list[ReferenceCheck]:
     try:
         for key, ref in stored:
             try:
-                store.get(str(ref.store))
+                ref.resolve(store)
             except BastionError as exc:
                 checks.append(ReferenceCheck(key, ref.describe(), str(exc)))
             else:

@@ -30,7 +30,7 @@ from gateway.upstreams import OpenAIUpstream, UbiAIUpstream, Upstream
 from pki.asgi_tls import ConnectionLimits, PeerPolicy, protocol_class
 from pki.crl import RevocationChecker
 from pki.errors import BastionError
-from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
+from pki.secret import Secret, SecretSourceError
 from pki.signing import FileSigner, Signer
 from pki.tls import count_handshake_alerts, server_context
 
@@ -57,15 +57,7 @@ def configure_logging(level: str) -> None:
 def resolve_secret(ref: SecretRef, *, store: Any = None) -> Secret:
     """Resolve ``{env: VAR}``, ``{file: PATH}`` or ``secret:NAME`` into a :class:`Secret`."""
     try:
-        if ref.store:
-            if store is None:
-                raise ConfigError(
-                    f"api_key 'secret:{ref.store}' needs the secret store; configure 'secrets:' "
-                    "(see 'bastion secrets --help')"
-                )
-            value: Secret = store.get(ref.store)
-            return value
-        return secret_from_env_or_file(env=ref.env, file=ref.file)
+        return ref.resolve(store)
     except SecretSourceError as exc:
         raise ConfigError(f"api_key {ref.describe()}: {exc}") from None
 

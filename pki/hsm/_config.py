@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from pki.hsm._errors import HSMConfigError
 from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
+from pki.secretref import SecretRef
 
 __all__ = [
     "DEFAULT_KEK_LABEL",
@@ -118,6 +119,10 @@ class HsmSettings(BaseModel):
         if (self.pin_file is None) == (self.pin_env is None):
             raise ValueError("give exactly one of pin_file or pin_env for the HSM user PIN")
         return self
+
+    def pin_ref(self) -> SecretRef:
+        """Where the user PIN comes from, as the reference type every config shares."""
+        return SecretRef(file=self.pin_file) if self.pin_file else SecretRef(env=self.pin_env)
 
     def resolve(self) -> HsmConfig:
         """Read the PIN from its source and return the resolved configuration."""

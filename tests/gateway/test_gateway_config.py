@@ -244,3 +244,13 @@ def test_yaml_problems_are_reported_at_their_position(
     assert line in (changed, changed + 1)
     assert words in message
     assert "sk-live-abc" not in message
+
+
+def test_a_secret_reference_names_exactly_one_source(tmp_path: Path) -> None:
+    """{env, file} together is refused at the reference, naming both (and neither value)."""
+    text = BASE.replace("{env: UBIAI_TOKEN}", "{env: UBIAI_TOKEN, file: token.txt}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text))
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "api_key:" in row)
+    assert f"gateway.yaml:{line}:5: upstreams.ubi.api_key:" in str(caught.value)
+    assert "exactly one of env, file, store (given: env, file)" in str(caught.value)
