@@ -37,6 +37,7 @@ from gateway.policy import (
     decide,
     load_policy_text,
 )
+from pki.secret import Secret
 from pki.signing import FileSigner
 from tests.audit.helpers import assert_no_text_in_trail
 from tests.detect.pii_match import load_corpus
@@ -441,3 +442,65 @@ def test_replay_of_a_real_gateway_trail(
             if isinstance(m.get("content"), str) and len(m["content"]) >= 8
         ],
     )
+
+
+def _body(data: dict[str, Any], n: int) -> bytes:
+    from gateway.audit._records import canonical_data, envelope
+
+    raw = canonical_data(data, limit=65536)
+    return envelope(
+        raw, record_id=f"dec_{n:024x}", kind="decision", seq=n, time="2026-01-01T00:00:00.000000Z"
+    )
+
+
+def _data(**changes: Any) -> dict[str, Any]:
+    facts = _facts()[5]
+    live = load_policy_text(LIVE)
+    record = _record(facts, decide(facts, live), 0, _inputs(facts, Secret("k" * 64)))
+    return {**record.to_data(), **changes}
+
+
+TRICKY: list[tuple[str, list[bytes]]] = [
+    ("same-facts-other-request", [_body(_data(request_id=f"r{n}"), n) for n in range(3)]),
+    (
+        "header-named-like-a-key",
+        [
+            _body(_data(inputs={"v": 1, "entities": {}, "headers": {"rule_id": None}}), 1),
+            _body(_data(inputs={"v": 1, "entities": {}, "headers": {"x": None}}), 2),
+        ],
+    ),
+    (
+        "duplicate-key-after-the-slices",
+        [
+            _body(_data(), 1),
+            _body(_data(), 2).replace(b',"upstream":null', b',"upstream":null,"rule_id":"other"'),
+        ],
+    ),
+    ("not-json", [b'{"data":{"action":"onprem"', _body(_data(), 2)]),
+]
+
+
+@pytest.mark.parametrize("bodies", [b for _, b in TRICKY], ids=[i for i, _ in TRICKY])
+def test_memo_never_changes_an_answer(bodies: list[bytes]) -> None:
+    """Replaying records together (sharing the memo) gives the same report as replaying each
+    alone (a full parse every time), also for bodies built to confuse the byte slices."""
+    from gateway.policy import replay_decisions
+
+    candidate = load_policy_text(CANDIDATE)
+    rows = [(f"dec_{n}", "t", body) for n, body in enumerate(bodies)]
+    together = replay_decisions(rows, candidate).to_json()
+    alone = [replay_decisions([row], candidate).to_json() for row in rows]
+    assert together["decisions"] == sum(a["decisions"] for a in alone)
+    assert together["changed"] == sum(a["changed"] for a in alone)
+    merged: dict[str, int] = {}
+    for a in alone:
+        for reason, count in a["not_replayable"].items():
+            merged[reason] = merged.get(reason, 0) + count
+    assert together["not_replayable"] == merged
+    counts: dict[tuple[str, str], int] = {}
+    for a in alone:
+        for c in a["changes"]:
+            counts[(c["old_rule"], c["new_rule"])] = (
+                counts.get((c["old_rule"], c["new_rule"]), 0) + c["count"]
+            )
+    assert {(c["old_rule"], c["new_rule"]): c["count"] for c in together["changes"]} == counts
