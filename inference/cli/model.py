@@ -122,25 +122,10 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
-    for key in (
-        "format",
-        "version",
-        "model_id",
-        "created_at",
-        "cipher",
-        "chunk_size",
-        "chunks",
-        "plaintext_bytes",
-        "kek_label",
-        "kek_id",
-        "wrap_mechanism",
-        "header_sha256",
-        "tensor_count",
-        "parameters",
-        "tensor_dtypes",
-    ):
-        print(f"{key:16} {facts[key]}")
-    for item in facts["files"]:
+    files = facts.pop("files")
+    for key, value in facts.items():  # the header's own order (ArtifactHeader.facts)
+        print(f"{key:16} {value}")
+    for item in files:
         print(f"file             {item['name']} ({item['size']} bytes)")
     print("(header facts only: nothing was decrypted; integrity is checked at load)")
     return 0
