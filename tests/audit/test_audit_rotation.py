@@ -12,8 +12,10 @@ import pytest
 from gateway.audit import AuditConfig, open_audit_trail
 from gateway.audit._checkpoint import key_fingerprint
 from gateway.cli import main
+from pki.hsm import HsmSession, HsmSigner
 from pki.signing import FileSigner
 from tests.audit.helpers import sample_decision
+from tests.fixtures.softhsm import SoftHsm
 
 
 @pytest.fixture
@@ -82,5 +84,47 @@ def test_config_pins_current_and_retired_signers(
     )
     assert "retired checkpoint signer" in out
     config.write_text("audit:\n  path: trail.db\nsigning:\n  key_file: new.pem\n")
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert "signed by an unknown key" in capsys.readouterr().out
+
+
+def test_config_with_hsm_signer_pins_the_token_key(
+    tmp_path: Path, softhsm: SoftHsm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trail signed by the HSM's key verifies with --config (signing.hsm: true): the key is
+    read from the token, not from the trail; pubkey --config prints the token key's
+    fingerprint; a trail whose checkpoints another key signed is refused."""
+    db = tmp_path / "trail.db"
+    with HsmSession(softhsm.config) as session:
+        signer = HsmSigner(session)
+
+        async def write() -> None:
+            trail = open_audit_trail(AuditConfig(path=db, checkpoint_interval_s=3600), signer)
+            for i in range(3):
+                await trail.append_decision(sample_decision(i))
+            await trail.close()
+
+        asyncio.run(write())
+        token_pem = signer.public_key_pem()
+    token = softhsm.token
+    config = tmp_path / "bastion.yaml"
+    config.write_text(
+        f"audit:\n  path: trail.db\nsigning:\n  hsm: true\n"
+        f"hsm:\n  module: {token.module}\n  token: {token.token_label}\n  pin_file: {token.pin_file}\n"
+    )
+    assert main(["audit", "verify", "--config", str(config)]) == 0, capsys.readouterr()
+    assert f"checkpoint key (pinned): {key_fingerprint(token_pem)}" in capsys.readouterr().out
+    assert main(["audit", "pubkey", "--config", str(config)]) == 0
+    assert key_fingerprint(token_pem) in capsys.readouterr().out
+    other = tmp_path / "other.db"
+    other_signer = FileSigner.generate(tmp_path / "other.pem", key_id="other")
+
+    async def write_other() -> None:
+        trail = open_audit_trail(AuditConfig(path=other, checkpoint_interval_s=3600), other_signer)
+        await trail.append_decision(sample_decision(9))
+        await trail.close()
+
+    asyncio.run(write_other())
+    config.write_text(config.read_text().replace("path: trail.db", "path: other.db"))
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert "signed by an unknown key" in capsys.readouterr().out
