@@ -4,8 +4,8 @@ A sanitized text holds placeholders such as ``MEDICAL_RECORD_NUMBER_kqzrtxwb``. 
 are, pieces of them and their neighbours read as entities (NER tags ``ID MEDICAL_RECORD_NUMBER_…``
 as a person, a pair of placeholders after ``Account holder:`` reads as a lowercase name), and the
 request fails closed for no reason. So the detector is told which placeholders the request was
-given; each one is replaced in the normalized text by a neutral run of ``x`` of the same length
-(offsets unchanged; ``xxx…`` is also what the secret recognizers treat as a placeholder), and any
+given; each one is replaced in the normalized text by a run of ``■`` of the same length
+(offsets unchanged), and any
 candidate that covers nothing but masked characters is dropped. Only the exact placeholders given
 are masked: text the caller wrote in placeholder shape is scanned like any other text.
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 __all__ = ["MASK_CHAR", "PlaceholderMask", "only_masked"]
 
-MASK_CHAR = "x"
+MASK_CHAR = "\u25a0"  # ■: not a letter, digit, space or separator; no recognizer reads it
 
 
 class PlaceholderMask:

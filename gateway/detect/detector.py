@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from gateway.detect._base import Candidate
 from gateway.detect._custom import compile_deny_list, compile_recognizer
 from gateway.detect._fields import find_fields
+from gateway.detect._lexicon import is_english_word
 from gateway.detect._normalize import NormalizedText, ascii_skeleton, normalize, structured_view
 from gateway.detect._people import find_addresses, find_names
 from gateway.detect._placeholders import PlaceholderMask, only_masked
@@ -29,6 +30,7 @@ from gateway.detect._public import is_public_figure, public_figure_spans
 from gateway.detect._secrets import find_secrets
 from gateway.detect._split import find_split_values
 from gateway.detect._structured import find_structured
+from gateway.detect._windows import NOT_NAME_START, ner_windows
 from gateway.detect.engine import NER_LOCK, get_analyzer
 from gateway.detect.entities import KNOWN_ENTITIES
 from gateway.detect.errors import AnalysisError, SpecError
@@ -46,11 +48,6 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-_CAP_PAIR = re.compile(
-    r"(?<![\w'’-])[A-ZÀ-ÖØ-Þ][\w'’-]+[ \t]+(?:(?:[a-zó]{1,4}|Mac|Mc|Ó|Ní)[ \t]+)?[A-ZÀ-ÖØ-Þ][\w'’-]+"
-)
-_BOUNDARY = re.compile(r"[.!?\n]")
-_WINDOW_SIDE = 80
 _NER_SEPARATOR = "\n\n"
 _ORG_WORDS = _words(
     "inc inc. llc ltd ltd. group company corp corp. corporation bank university and & of "
@@ -64,66 +61,22 @@ _NOT_NAME_WORDS = _words(
     "mr mrs ms dr sir madam hour day week month year put convert note summary dear hi hello "
     "thanks regards team"
 )
-# Capitalized words that start sentences or headings, not names: pairs with them need no NER.
-_NOT_NAME_START = frozenset(
-    [
-        "The",
-        "This",
-        "That",
-        "These",
-        "Those",
-        "Also",
-        "Note",
-        "For",
-        "Please",
-        "Thanks",
-        "Thank",
-        "I",
-        "We",
-        "Our",
-        "Your",
-        "You",
-        "He",
-        "She",
-        "It",
-        "They",
-        "Here",
-        "There",
-        "What",
-        "When",
-        "Where",
-        "Why",
-        "How",
-        "Is",
-        "Are",
-        "Was",
-        "Were",
-        "Can",
-        "Could",
-        "Would",
-        "Should",
-        "Will",
-        "May",
-        "Do",
-        "Does",
-        "Did",
-        "Let",
-        "Good",
-        "Great",
-        "OK",
-        "Yes",
-        "No",
-        "Not",
-        "And",
-        "But",
-        "Or",
-        "If",
-        "Then",
-        "Dear",
-        "Hi",
-        "Hello",
-    ]
+# Brands the model likes to call people ("Pay with Mastercard"): a card network or a company is
+# nobody's personal data. Not a list of names: a list of things that are not people.
+_BRANDS = _words(
+    "visa mastercard maestro amex discover diners jcb unionpay paypal venmo zelle stripe klarna "
+    "revolut apple google microsoft amazon meta facebook instagram whatsapp telegram signal "
+    "slack zoom outlook gmail github gitlab jira confluence salesforce oracle sap ibm intel "
+    "nvidia tesla uber lyft airbnb netflix spotify dropbox adobe cisco samsung sony huawei "
+    "shopify twilio okta openai anthropic chatgpt copilot azure aws"
 )
+_BRAND_PHRASES = frozenset(
+    ["american express", "diners club", "union pay", "apple pay", "google pay"]
+)
+_PARTICLES = _words("van von der den de da di del della dos das du le la y e bin ibn al el ter ten")
+_SENTENCE_START = re.compile(r"(?:[.!?:;\n■]\s*|\n\s*\W{0,4}\s*)$")
+_LAST_FIRST_AFTER = re.compile(r",[ \t]([A-ZÀ-ÖØ-Þ][\w'’-]+)(?![\w'’-])")
+_LAST_FIRST_BEFORE = re.compile(r"([A-ZÀ-ÖØ-Þ][\w'’-]+),[ \t]$")
 _NER_ENTITIES = ["PERSON", "LOCATION", "ORGANIZATION"]
 _PRESIDIO_ERRORS = (ValueError, RuntimeError, KeyError, IndexError, TypeError, AttributeError)
 
@@ -223,13 +176,18 @@ class Detector:
         return found
 
     def _ner(self, normalized: Sequence[NormalizedText]) -> Iterable[tuple[int, Candidate]]:
-        """spaCy NER (through Presidio) over candidate sentences of all texts in one call."""
+        """spaCy NER (through Presidio) over the candidate windows of all texts in one call."""
         pieces: list[str] = []
         origins: list[tuple[int, int, int]] = []  # (doc offset, text index, text offset)
+        recased: list[tuple[tuple[int, int], ...]] = []
+        pairs: list[tuple[tuple[int, int], ...]] = []
         offset = 0
         for index, norm in enumerate(normalized):
-            for lo, hi in _windows(norm.text):
-                pieces.append(norm.text[lo:hi])
+            windows = ner_windows(norm.text)
+            recased.append(windows.recased)
+            pairs.append(windows.pairs if windows.english else ())
+            for lo, hi in windows.spans:
+                pieces.append(windows.text[lo:hi])
                 origins.append((offset, index, lo))
                 offset += hi - lo + len(_NER_SEPARATOR)
         if not pieces or self._analyzer is None:
@@ -245,17 +203,57 @@ class Detector:
         out: list[tuple[int, Candidate]] = []
         starts = [o[0] for o in origins]
         public = public_figure_spans(doc)
+        labelled: list[list[tuple[int, int]]] = [[] for _ in normalized]
         for result in results:
             if any(lo < result.end and result.start < hi for lo, hi in public):
                 continue  # "Compare Marie Curie": NER spans that touch a public figure
             k = _bisect_right(starts, result.start) - 1
             doc_offset, index, text_offset = origins[k]
-            start = result.start - doc_offset + text_offset
-            end = result.end - doc_offset + text_offset
-            value = doc[result.start : result.end]
+            if result.entity_type == "PERSON":
+                labelled[index].append(
+                    (result.start - doc_offset + text_offset, result.end - doc_offset + text_offset)
+                )
+            doc_start = result.start
+            doc_end = result.end
+            if result.entity_type == "PERSON" and len(doc[result.start : result.end].split()) == 1:
+                # "Kowalczyk, Marta": the model tags one of the two; the other is beside it.
+                before = _LAST_FIRST_BEFORE.search(doc, max(doc_offset, doc_start - 40), doc_start)
+                after = _LAST_FIRST_AFTER.match(doc, doc_end)
+                if before is not None:
+                    doc_start = before.start(1)
+                elif after is not None and after.group(1) not in NOT_NAME_START:
+                    doc_end = after.end(1)
+            start = doc_start - doc_offset + text_offset
+            end = doc_end - doc_offset + text_offset
+            value = doc[doc_start:doc_end]
             candidate = _ner_candidate(result.entity_type, value, start, end)
-            if candidate is not None:
-                out.append((index, candidate))
+            if candidate is None:
+                continue
+            if (
+                candidate.score < 0.85
+                and len(value.split()) == 1
+                and (
+                    doc_start == doc_offset
+                    or _SENTENCE_START.search(doc, max(doc_offset, doc_start - 8), doc_start)
+                    or is_english_word(value)
+                )
+            ):
+                # One word, starting a sentence ("Vat dit samen") or an English word ("Bank"):
+                # too weak to call it a person.
+                continue
+            if any(lo < end and start < hi for lo, hi in recased[index]):
+                if len(value.replace(",", " ").split()) < 2:
+                    continue  # one recased word is too little to call it a name
+                if result.entity_type != "PERSON" and not _unknown_words(value):
+                    continue  # "with Great Care" is an organisation to the model, not a person
+                candidate = Candidate("PERSON", 0.75, start, end, "presidio-spacy-recased")
+            out.append((index, candidate))
+        for index, norm in enumerate(normalized):
+            for start, end in pairs[index]:
+                if not any(lo < end and start < hi for lo, hi in labelled[index]):
+                    candidate = _unknown_pair(norm.text, start, end)
+                    if candidate is not None:
+                        out.append((index, candidate))
         return out
 
     # -- merging ----------------------------------------------------------------------------
@@ -292,32 +290,14 @@ def _bisect_right(values: list[int], x: int) -> int:
     return lo
 
 
-def _windows(text: str) -> list[tuple[int, int]]:
-    """Sentences (capped around the match) that hold two adjacent Capitalized words."""
-    spans: list[tuple[int, int]] = []
-    for m in _CAP_PAIR.finditer(text):
-        words = m.group().split()
-        if words[0] in _NOT_NAME_START or words[-1] in _NOT_NAME_START:
-            continue
-        lo = max(0, m.start() - _WINDOW_SIDE)
-        hi = min(len(text), m.end() + _WINDOW_SIDE)
-        before = [b.end() for b in _BOUNDARY.finditer(text, lo, m.start())]
-        after = _BOUNDARY.search(text, m.end(), hi)
-        start = before[-1] if before else lo
-        end = after.start() if after else hi
-        if spans and start <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
-        else:
-            spans.append((start, end))
-    return spans
-
-
 def _ner_candidate(entity: str, value: str, start: int, end: int) -> Candidate | None:
-    words = value.split()
+    words = value.replace(",", " ").split()
     if not words or not any(c.isalpha() for c in value) or len(value) < 3:
         return None
+    if any(w.strip(".'’").lower() in _BRANDS for w in words) or value.lower() in _BRAND_PHRASES:
+        return None
     if entity == "PERSON":
-        if is_public_figure(value) or not all(_name_like(w) for w in words):
+        if is_public_figure(value) or not _name_words(words):
             return None
         score = 0.85 if len(words) >= 2 else 0.6
         return Candidate("PERSON", score, start, end, "presidio-spacy")
@@ -325,7 +305,7 @@ def _ner_candidate(entity: str, value: str, start: int, end: int) -> Candidate |
         # The small English model often labels foreign personal names ORG.
         looks_personal = (
             2 <= len(words) <= 3
-            and all(_name_like(w) for w in words)
+            and _name_words(words)
             and not any(w.lower().strip(",.") in _ORG_WORDS for w in words)
             and not is_public_figure(value)
         )
@@ -334,6 +314,36 @@ def _ner_candidate(entity: str, value: str, start: int, end: int) -> Candidate |
         # A city or country alone identifies nobody: below the default threshold.
         return Candidate("LOCATION", 0.4, start, end, "presidio-spacy")
     return None
+
+
+def _unknown_words(value: str) -> bool:
+    """Two or more name words, none of them an English word (particles aside)."""
+    names = [w for w in value.replace(",", " ").split() if w.lower() not in _PARTICLES]
+    return len(names) >= 2 and not any(is_english_word(w) for w in names)
+
+
+def _unknown_pair(text: str, start: int, end: int) -> Candidate | None:
+    """A capitalized pair the model left unlabelled (or called a place) whose words English
+    does not know: ``The Imogen Castellanos account``, ``??? Tymoteusz Filiks``."""
+    value = text[start:end]
+    words = value.replace(",", " ").split()
+    names = [w for w in words if w.lower() not in _PARTICLES]
+    if (
+        len(names) < 2
+        or not _name_words(words)
+        or is_public_figure(value)
+        or any(w.lower().strip(".'’") in _BRANDS or w.lower() in _ORG_WORDS for w in words)
+        or any(w in NOT_NAME_START or is_english_word(w) for w in names)
+    ):
+        return None
+    return Candidate("PERSON", 0.6, start, end, "bastion-name-shape")
+
+
+def _name_words(words: list[str]) -> bool:
+    """Name-like words, particles allowed between them (``Juan de la Cruz``)."""
+    if not _name_like(words[0]) or not _name_like(words[-1]):
+        return False
+    return all(_name_like(w) or w.lower() in _PARTICLES for w in words[1:-1])
 
 
 def _name_like(word: str) -> bool:
