@@ -33,33 +33,39 @@ from gateway_overhead import _round, prompt_body, start_stack  # noqa: E402
 
 # Areas by file path fragment, first match wins (the order matters: specific before general).
 _AREAS = (
-    ("ssl.py", "TLS (ssl module)"),
+    ("(ssl.py", "TLS (ssl module)"),
     ("asyncio/sslproto.py", "TLS (asyncio sslproto)"),
-    ("/h11/", "HTTP/1.1 parsing (h11)"),
-    ("uvicorn/protocols", "uvicorn protocol"),
+    ("(h11/", "HTTP/1.1 parsing (h11)"),
+    ("uvicorn/", "uvicorn"),
     ("pki/asgi_tls.py", "peer identity (pki.asgi_tls)"),
-    ("/starlette/", "Starlette"),
-    ("/pydantic", "pydantic"),
+    ("starlette/", "Starlette"),
+    ("pydantic", "pydantic"),
     ("gateway/audit", "audit trail"),
     ("gateway/auditing.py", "audit trail"),
+    ("rfc8785/", "audit trail"),
     ("sqlite3", "audit trail"),
-    ("/spacy/", "detection: spaCy"),
-    ("/thinc/", "detection: spaCy"),
-    ("/presidio_analyzer/", "detection: Presidio"),
+    ("spacy/", "detection: spaCy"),
+    ("thinc/", "detection: spaCy"),
+    ("presidio_analyzer/", "detection: Presidio"),
+    ("gateway/detect/pool.py", "detection pool IPC"),
+    ("multiprocessing/", "detection pool IPC"),
     ("gateway/detect/", "detection: Bastion recognizers"),
     ("gateway/sanitize/", "sanitize"),
     ("gateway/policy/", "policy engine"),
-    ("/httpx2/", "upstream client (httpx2)"),
-    ("/httpcore", "upstream client (httpcore)"),
-    ("/opentelemetry/", "telemetry"),
-    ("/prometheus_client/", "metrics"),
+    ("httpx2/", "upstream client (httpx2)"),
+    ("httpcore2/", "upstream client (httpcore2)"),
+    ("anyio/", "upstream client (anyio)"),
+    ("gateway/upstreams/", "upstream adapter"),
+    ("opentelemetry/", "telemetry"),
+    ("trace/__init__", "telemetry"),
+    ("context/contextvars_context", "telemetry"),
     ("gateway/telemetry.py", "telemetry"),
-    ("json/", "JSON"),
+    ("prometheus_client/", "metrics"),
+    ("(json/", "JSON"),
     ("gateway/", "gateway (other)"),
     ("asyncio/", "asyncio event loop"),
     ("concurrent/futures", "thread pool"),
-    ("threading.py", "threads"),
-    ("multiprocessing/", "process pool IPC"),
+    ("(threading.py", "threads"),
 )
 
 
@@ -107,7 +113,10 @@ def summarize(raw: Path, top: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--py-spy", required=True, help="path of the py-spy binary")
+    parser.add_argument("--py-spy", help="path of the py-spy binary")
+    parser.add_argument(
+        "--summarize", type=Path, metavar="RAW", help="only summarize collapsed stacks from a file"
+    )
     parser.add_argument("--variant", default="policy", choices=("plain", "audit", "policy"))
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=1)
@@ -123,6 +132,11 @@ def main() -> None:
         "i.e. Python CPU time)",
     )
     args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize, args.top)
+        return
+    if not args.py_spy:
+        parser.error("--py-spy is required to profile")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         stack = start_stack(work, [args.variant], detect_processes=args.detect_processes)

@@ -6,9 +6,10 @@ its own :class:`~gateway.detect.Detector` from the policy's :class:`DetectionSpe
 policy version, and loads spaCy once (at start-up, so the first request does not wait for it).
 Workers come from the ``forkserver`` start method, never ``fork``: the gateway has threads.
 
-Per request, :meth:`DetectionPool.analyze` queues a job under the caller's identity. One
-dispatcher thread per worker takes jobs **round-robin over identities** (a caller with many
-queued jobs gets one turn like everyone else) and sends each to its worker over a pipe.
+Per request, :meth:`DetectionPool.analyze` queues a job under the caller's identity; idle
+workers take jobs **round-robin over identities** (a caller with many queued jobs gets one turn
+like everyone else). Dispatch runs in the event loop (a pipe per worker, read when readable): no
+thread hand-off per request, so the gateway's own CPU per detection stays small.
 
 Bounds (``limits:`` in the gateway config, see :class:`gateway.config.LimitsConfig`):
 
@@ -48,7 +49,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -154,243 +154,163 @@ class _Job:
     spec: DetectionSpec
     texts: tuple[TextRef, ...] = field(repr=False)
     chars: int
-    deadline: float  # time.monotonic()
-    future: Future[list[Finding]] = field(default_factory=Future)
+    deadline: float  # loop.time()
+    future: asyncio.Future[list[Finding]]
     queued: bool = True
 
 
 class _FairQueue:
-    """Jobs per identity, taken round-robin; admission by the global and per-identity bounds."""
+    """Jobs per identity, taken round-robin; admission by the global and per-identity bounds.
+
+    Used from the event loop thread only (no lock): dispatch happens in the loop.
+    """
 
     def __init__(self, *, max_jobs: int, identity_max_chars: int) -> None:
         self._max_jobs = max_jobs
         self._identity_max_chars = identity_max_chars
         self._queues: dict[str, deque[_Job]] = {}  # insertion order is the round-robin order
         self._chars: dict[str, int] = {}  # queued + running, per identity
-        self._jobs = 0  # queued + running
-        self._cond = threading.Condition()
+        self.jobs = 0  # queued + running
         self.closed = False
 
     def submit(self, job: _Job) -> None:
-        with self._cond:
-            if self.closed:
-                raise DetectorBusy("the gateway is shutting down", reason="closed")
-            if self._jobs >= self._max_jobs:
-                raise DetectorBusy(
-                    f"detection has {self._jobs} requests queued or running, the limit "
-                    f"(limits.max_concurrent_detections); retry later",
-                    reason="queue_full",
-                )
-            held = self._chars.get(job.identity, 0)
-            if held and held + job.chars > self._identity_max_chars:
-                raise DetectorBusy(
-                    f"this identity has {held} characters in detection; with this request it "
-                    f"would pass its share of {self._identity_max_chars} "
-                    "(limits.detect_identity_max_chars); retry later",
-                    reason="identity_share",
-                )
-            self._chars[job.identity] = held + job.chars
-            self._jobs += 1
-            self._queues.setdefault(job.identity, deque()).append(job)
-            self._cond.notify()
+        if self.closed:
+            raise DetectorBusy("the gateway is shutting down", reason="closed")
+        if self.jobs >= self._max_jobs:
+            raise DetectorBusy(
+                f"detection has {self.jobs} requests queued or running, the limit "
+                "(limits.max_concurrent_detections); retry later",
+                reason="queue_full",
+            )
+        held = self._chars.get(job.identity, 0)
+        if held and held + job.chars > self._identity_max_chars:
+            raise DetectorBusy(
+                f"this identity has {held} characters in detection; with this request it would "
+                f"pass its share of {self._identity_max_chars} "
+                "(limits.detect_identity_max_chars); retry later",
+                reason="identity_share",
+            )
+        self._chars[job.identity] = held + job.chars
+        self.jobs += 1
+        self._queues.setdefault(job.identity, deque()).append(job)
 
     def take(self) -> _Job | None:
-        """The next job, round-robin over identities; None once closed."""
-        with self._cond:
-            while not self._queues and not self.closed:
-                self._cond.wait()
-            if self.closed:
-                return None
+        """The next job, round-robin over identities; None when nothing is queued."""
+        while self._queues:
             identity = next(iter(self._queues))
             queue = self._queues.pop(identity)
             job = queue.popleft()
             if queue:
                 self._queues[identity] = queue  # back of the line
             job.queued = False
-            return job
+            if not job.future.done():
+                return job
+            self.release(job)  # its caller gave up while it was queued
+        return None
 
     def withdraw(self, job: _Job) -> None:
-        """Drop a job that is still queued (its caller gave up); running ones finish."""
-        with self._cond:
-            if not job.queued:
-                return
-            queue = self._queues.get(job.identity)
-            if queue is not None and job in queue:
-                queue.remove(job)
-                if not queue:
-                    del self._queues[job.identity]
-                job.queued = False
-                self._release(job)
+        """Drop a job that is still queued (its caller gave up); a running one finishes."""
+        if not job.queued:
+            return
+        queue = self._queues.get(job.identity)
+        if queue is not None and job in queue:
+            queue.remove(job)
+            if not queue:
+                del self._queues[job.identity]
+        job.queued = False
+        self.release(job)
 
-    def done(self, job: _Job) -> None:
-        with self._cond:
-            self._release(job)
-
-    def _release(self, job: _Job) -> None:
+    def release(self, job: _Job) -> None:
         left = self._chars.get(job.identity, 0) - job.chars
         if left > 0:
             self._chars[job.identity] = left
         else:
             self._chars.pop(job.identity, None)
-        self._jobs -= 1
+        self.jobs -= 1
 
     def close(self) -> list[_Job]:
-        """Stop taking jobs; return the ones still queued (their callers get DetectorBusy)."""
-        with self._cond:
-            self.closed = True
-            left = [job for queue in self._queues.values() for job in queue]
-            self._queues.clear()
-            for job in left:
-                job.queued = False
-                self._release(job)
-            self._cond.notify_all()
-            return left
-
-    def depth(self) -> int:
-        with self._cond:
-            return self._jobs
+        """Stop admitting jobs; return the ones still queued (their callers get DetectorBusy)."""
+        self.closed = True
+        left = [job for queue in self._queues.values() for job in queue]
+        self._queues.clear()
+        for job in left:
+            job.queued = False
+            self.release(job)
+        return left
 
 
-# -- one worker and its dispatcher thread --------------------------------------------------
+# -- one worker process -------------------------------------------------------------------
 
 
-class _Slot:
-    """One worker process and the thread that feeds it (blocking pipe I/O, off the loop)."""
+class _Worker:
+    """A worker process, the gateway's end of its pipe, and the job it is running."""
 
-    def __init__(self, pool: DetectionPool, index: int) -> None:
-        self._pool = pool
+    def __init__(self, index: int, process: Any, conn: Connection, version: str | None) -> None:
         self.index = index
-        self.process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._version: str | None = None  # the version the worker holds a Detector for
-        self.ready = threading.Event()
-        self.thread = threading.Thread(
-            target=self._run, name=f"bastion-detect-{index}", daemon=True
-        )
+        self.process = process
+        self.conn = conn
+        self.version = version  # the policy version it holds a Detector for
+        self.job: _Job | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where its reader is registered
 
-    # lifecycle ------------------------------------------------------------------------------
-    def _spawn(self) -> bool:
-        """Start a worker and warm it with the latest spec; False (logged) if it failed."""
-        ctx = self._pool.mp_context
-        parent, child = ctx.Pipe(duplex=True)
-        process = ctx.Process(
-            target=_worker_main, args=(child,), name=f"bastion-detect-{self.index}", daemon=True
-        )
-        try:
-            process.start()
-        except OSError as exc:
-            logger.error("detection worker %d did not start (%s)", self.index, type(exc).__name__)
-            parent.close()
-            return False
-        finally:
-            child.close()
-        self.process, self._conn, self._version = process, parent, None
-        version, spec = self._pool.latest()
-        try:
-            parent.send((version, spec, _WARM_UP))
-            if not parent.poll(START_TIMEOUT_S):
-                raise TimeoutError
-            reply = parent.recv()
-        except (OSError, EOFError, TimeoutError) as exc:
-            logger.error("detection worker %d did not warm up (%s)", self.index, type(exc).__name__)
-            self._kill()
-            return False
-        if not reply[0]:
-            logger.error(
-                "detection worker %d cannot build the policy's detector (%s)",
-                self.index,
-                reply[1],
-            )
-            self._kill()
-            return False
-        self._version = version
-        return True
-
-    def _kill(self) -> None:
-        self.ready.clear()
-        process, conn = self.process, self._conn
-        self.process, self._conn, self._version = None, None, None
-        if conn is not None:
-            conn.close()
-        if process is not None:
-            process.kill()
-            process.join(5)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+    def kill(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.conn.fileno())
+        self.loop = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.conn.close()
+        self.process.kill()
+        self.process.join(5)
 
     def stop(self) -> None:
-        conn = self._conn
-        if conn is not None:
-            with contextlib.suppress(OSError, ValueError):  # already gone: nothing to stop
-                conn.send(None)
-        process = self.process
-        if process is not None:
-            process.join(2)
-        self._kill()
+        """Ask an idle worker to exit; kill it if it does not within 2 s."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.conn.fileno())
+        self.loop = None
+        with contextlib.suppress(OSError, ValueError):  # already gone: nothing to ask
+            self.conn.send(None)
+        self.process.join(2)
+        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
 
-    # dispatch -------------------------------------------------------------------------------
-    def _run(self) -> None:
-        queue = self._pool.queue
-        while not queue.closed:
-            if not self.alive():
-                self.ready.clear()
-                if not self._spawn():
-                    time.sleep(RESTART_BACKOFF_S)
-                    continue
-                self.ready.set()
-            job = queue.take()
-            if job is None:
-                break
-            try:
-                if not job.future.set_running_or_notify_cancel():
-                    continue  # the caller gave up while it was queued
-                try:
-                    result = self._call(job)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller, who fails closed
-                    job.future.set_exception(exc)
-                else:
-                    job.future.set_result(result)
-            finally:
-                queue.done(job)
-        self.stop()
 
-    def _call(self, job: _Job) -> list[Finding]:
-        pool = self._pool
-        remaining = job.deadline - time.monotonic()
-        if remaining <= 0:
-            raise pool.timeout_error()
-        conn = self._conn
-        if conn is None:  # pragma: no cover - _run spawns before taking a job
-            raise WorkerFailed("no detection worker is running; the request fails closed")
-        spec = None if self._version == job.version else job.spec
-        try:
-            conn.send((job.version, spec, job.texts))
-            self._version = job.version
-            answered = conn.poll(remaining)
-            reply = conn.recv() if answered else None
-        except (OSError, EOFError):
-            pool.restarted("crashed")
-            self._kill()
-            raise WorkerFailed(
-                "the detection worker process died during this request; it is being replaced "
-                "and the request fails closed"
-            ) from None
-        if reply is None:
-            pool.restarted("timeout")
-            self._kill()
-            raise pool.timeout_error()
-        if reply[0]:
-            findings: list[Finding] = reply[1]
-            return findings
-        self._version = None  # a failed build leaves no detector: send the spec again
-        name, message = reply[1], reply[2]
-        known = _REMOTE_ERRORS.get(name)
-        if known is not None and message:
-            raise known(message)
-        raise WorkerFailed(
-            f"detection failed in a worker process ({name}); the request fails closed"
-        )
+def _start_worker(ctx: Any, index: int, version: str, spec: DetectionSpec) -> _Worker | None:
+    """Start a worker and warm it up with ``spec`` (blocking: a thread or start-up only)."""
+    parent, child = ctx.Pipe(duplex=True)
+    process = ctx.Process(
+        target=_worker_main, args=(child,), name=f"bastion-detect-{index}", daemon=True
+    )
+    try:
+        process.start()
+    except Exception as exc:  # noqa: BLE001 - logged; retried after a pause; requests wait or 503
+        # OSError (no memory, no pids) or RuntimeError (a script that starts a pool without
+        # the ``if __name__ == "__main__":`` guard that multiprocessing needs).
+        logger.error("detection worker %d did not start (%s)", index, type(exc).__name__)
+        parent.close()
+        return None
+    finally:
+        child.close()
+    worker = _Worker(index, process, parent, None)
+    try:
+        parent.send((version, spec, _WARM_UP))
+        if not parent.poll(START_TIMEOUT_S):
+            raise TimeoutError
+        reply = parent.recv()
+    except (OSError, EOFError, TimeoutError) as exc:
+        logger.error("detection worker %d did not warm up (%s)", index, type(exc).__name__)
+        worker.kill()
+        return None
+    if not reply[0]:
+        logger.error("detection worker %d cannot build the policy's detector (%s)", index, reply[1])
+        worker.kill()
+        return None
+    worker.version = version
+    return worker
 
 
 # -- the pool -------------------------------------------------------------------------------
@@ -399,8 +319,11 @@ class _Slot:
 class DetectionPool:
     """``processes`` detection workers behind a fair, bounded queue (see the module docstring).
 
-    ``on_refused(reason)`` and ``on_restart(reason)`` are called for metrics (reasons only,
-    never identities or text).
+    Dispatch runs in the event loop: a job is written to an idle worker's pipe, the answer is
+    read when the pipe turns readable (``loop.add_reader``), and a timer at the job's deadline
+    kills a worker that has not answered. Only starting a worker blocks, and that runs at
+    start-up or in a thread. ``on_refused(reason)`` and ``on_restart(reason)`` feed metrics
+    (reasons only, never identities or text).
     """
 
     def __init__(
@@ -419,55 +342,81 @@ class DetectionPool:
         self.processes = processes
         self.timeout_s = timeout_s
         self.queue = _FairQueue(max_jobs=max_jobs, identity_max_chars=identity_max_chars)
-        self.mp_context: Any = multiprocessing.get_context(start_method)
+        self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # Imported once in the fork server, so a replaced worker starts in about the time
             # its spaCy model takes to load.
-            self.mp_context.set_forkserver_preload(
+            self._ctx.set_forkserver_preload(
                 ["gateway.detect.detector", "presidio_analyzer", "spacy"]
             )
         self._on_refused = on_refused
         self._on_restart = on_restart
-        self._latest_lock = threading.Lock()
         self._latest: tuple[str, DetectionSpec] = ("", DetectionSpec())
-        self._slots = [_Slot(self, i) for i in range(processes)]
-        self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        # Workers started by a thread, waiting to be adopted by the loop.
+        self._incoming: list[_Worker] = []
+        self._incoming_lock = threading.Lock()
+        self._starting = 0  # worker starts in progress (threads)
+        self._started = processes  # worker numbers for process names
+        self._closed = False
 
     # lifecycle ------------------------------------------------------------------------------
-    def start(
-        self, version: str | None = None, spec: DetectionSpec | None = None, *, wait: bool = True
-    ) -> None:
-        """Start every worker, each warmed with ``spec`` (or the default spec); with ``wait``,
-        block until all answered their warm-up (or ``START_TIMEOUT_S`` passed: logged)."""
+    def start(self, version: str | None = None, spec: DetectionSpec | None = None) -> None:
+        """Start every worker, each warmed with ``spec`` (default: the default spec), and wait
+        for them (blocking: call at start-up, before serving). A worker that fails to start is
+        logged and retried in the background; requests wait for it or get 503."""
         if spec is not None and version is not None:
-            self._remember(version, spec)
-        if not self._started:
-            self._started = True
-            for slot in self._slots:
-                slot.thread.start()
-        if wait and not self.wait_ready(START_TIMEOUT_S):
-            logger.error(
-                "detection workers are not all ready after %.0f s; requests may wait for them",
-                START_TIMEOUT_S,
+            self._latest = (version, spec)
+        version, spec = self._latest
+        processes = []
+        for index in range(self.processes):
+            # Started in parallel: each loads spaCy in its own process.
+            thread = threading.Thread(
+                target=self._start_into_incoming, args=(index, False), daemon=True
             )
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Block until every worker is up and warm (True), or ``timeout_s`` passed (False)."""
-        deadline = time.monotonic() + timeout_s
-        return all(slot.ready.wait(max(0.0, deadline - time.monotonic())) for slot in self._slots)
+            thread.start()
+            processes.append(thread)
+        for thread in processes:
+            thread.join(START_TIMEOUT_S + 10)
 
     def close(self) -> None:
-        """Refuse new work, fail what is queued, stop the workers."""
+        """Refuse new work, fail what is queued and running, stop the workers."""
+        self._closed = True
         for job in self.queue.close():
-            if job.future.set_running_or_notify_cancel():
+            if not job.future.done():
                 job.future.set_exception(
                     DetectorBusy("the gateway is shutting down", reason="closed")
                 )
-        for slot in self._slots:
-            if slot.thread.is_alive():
-                slot.thread.join(10)
-            else:
-                slot.stop()
+        for worker in list(self._busy):
+            running = worker.job
+            worker.kill()
+            if running is not None and not running.future.done():
+                running.future.set_exception(
+                    DetectorBusy("the gateway is shutting down", reason="closed")
+                )
+        self._busy.clear()
+        with self._incoming_lock:
+            idle, self._incoming = [*self._idle, *self._incoming], []
+        self._idle = []
+        for worker in idle:
+            worker.stop()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until ``processes`` workers are up and warm (True) or ``timeout_s`` passed.
+        For start-up checks and tests; never call it from the event loop thread."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._incoming_lock:
+                if (
+                    self._starting == 0
+                    and len(self._idle) + len(self._busy) + len(self._incoming) >= self.processes
+                ):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
     # requests -------------------------------------------------------------------------------
     async def analyze(
@@ -479,29 +428,40 @@ class DetectionPool:
         detection's own error) when the worker failed: either way nothing may go to a managed
         route on this request's behalf.
         """
-        self._remember(version, spec)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        self._adopt()
+        if self._latest[0] != version:
+            self._latest = (version, spec)
         job = _Job(
             identity=identity,
             version=version,
             spec=spec,
             texts=tuple(texts),
             chars=sum(len(t.text) for t in texts),
-            deadline=time.monotonic() + self.timeout_s,
+            deadline=loop.time() + self.timeout_s,
+            future=loop.create_future(),
         )
+        # A job may fail after its caller left (deadline, shutdown): never an unread exception.
+        job.future.add_done_callback(_consume)
         try:
             self.queue.submit(job)
         except DetectorBusy as exc:
             self._refused(exc.reason)
             raise
+        self._pump()
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await asyncio.wrap_future(job.future)
+            async with asyncio.timeout_at(job.deadline):
+                return await asyncio.shield(job.future)
         except TimeoutError:
             self._refused("timeout")
             raise self.timeout_error() from None
         finally:
-            if not job.future.done():
+            if job.queued:
                 self.queue.withdraw(job)
+                if not job.future.done():
+                    job.future.cancel()
 
     def timeout_error(self) -> DetectorBusy:
         return DetectorBusy(
@@ -513,29 +473,177 @@ class DetectionPool:
     # introspection (metrics, tests) -----------------------------------------------------------
     def depth(self) -> int:
         """Jobs queued or running."""
-        return self.queue.depth()
+        return self.queue.jobs
 
-    def worker_pids(self) -> list[int | None]:
-        return [
-            slot.process.pid if slot.process is not None and slot.alive() else None
-            for slot in self._slots
-        ]
+    def worker_pids(self) -> list[int]:
+        """Pids of the live workers (idle, busy or waiting to be adopted)."""
+        with self._incoming_lock:
+            workers = [*self._idle, *self._busy, *self._incoming]
+        return sorted(w.process.pid for w in workers if w.process.is_alive())
 
-    def latest(self) -> tuple[str, DetectionSpec]:
-        with self._latest_lock:
-            return self._latest
+    # dispatch (event loop thread) -------------------------------------------------------------
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve from ``loop``. A gateway has one loop; tests run several in turn, so a new one
+        takes the idle workers over and busy ones (whose callers' loop is gone) are replaced."""
+        old, self._loop = self._loop, loop
+        for worker in list(self._busy):
+            self._busy.discard(worker)
+            if worker.job is not None:
+                self.queue.release(worker.job)
+                worker.job = None
+            worker.kill()
+            self._replace("loop_changed")
+        for worker in self._idle:
+            if old is not None and not old.is_closed() and worker.loop is old:
+                old.remove_reader(worker.conn.fileno())
+            worker.loop = None
+            self._watch(worker)
 
-    # internals --------------------------------------------------------------------------------
-    def _remember(self, version: str, spec: DetectionSpec) -> None:
-        if self._latest[0] != version:
-            with self._latest_lock:
-                self._latest = (version, spec)
+    def _adopt(self) -> None:
+        with self._incoming_lock:
+            incoming, self._incoming = self._incoming, []
+        for worker in incoming:
+            if self._closed:
+                worker.stop()
+                continue
+            self._watch(worker)
+            self._idle.append(worker)
+
+    def _watch(self, worker: _Worker) -> None:
+        loop = self._loop
+        if loop is None or worker.loop is loop:
+            return
+        loop.add_reader(worker.conn.fileno(), self._readable, worker)
+        worker.loop = loop
+
+    def _pump(self) -> None:
+        """Give queued jobs to idle workers, round-robin over identities."""
+        loop = self._loop
+        if loop is None:
+            return
+        while self._idle:
+            job = self.queue.take()
+            if job is None:
+                return
+            worker = self._idle.pop()
+            spec = None if worker.version == job.version else job.spec
+            try:
+                worker.conn.send((job.version, spec, job.texts))
+            except (OSError, ValueError):
+                self._failed(worker, job, "crashed")
+                continue
+            worker.version = job.version
+            worker.job = job
+            self._busy.add(worker)
+            worker.timer = loop.call_at(job.deadline, self._expired, worker)
+
+    def _readable(self, worker: _Worker) -> None:
+        job = worker.job
+        try:
+            reply = worker.conn.recv()
+        except (OSError, EOFError):
+            self._busy.discard(worker)
+            if worker in self._idle:
+                self._idle.remove(worker)
+            self._failed(worker, job, "crashed")
+            self._pump()
+            return
+        if worker.timer is not None:
+            worker.timer.cancel()
+            worker.timer = None
+        worker.job = None
+        self._busy.discard(worker)
+        self._idle.append(worker)
+        if job is not None:
+            self.queue.release(job)
+            if not job.future.done():
+                if reply[0]:
+                    job.future.set_result(reply[1])
+                else:
+                    worker.version = None  # a failed build leaves no detector: send it again
+                    job.future.set_exception(_remote_error(reply[1], reply[2]))
+        self._pump()
+
+    def _expired(self, worker: _Worker) -> None:
+        """A job's deadline passed in its worker: kill the worker (it may be stuck in a
+        pathological regex), fail the job, start a replacement."""
+        job = worker.job
+        worker.timer = None
+        self._busy.discard(worker)
+        worker.kill()
+        self._replace("timeout")
+        if job is not None:
+            self.queue.release(job)
+            if not job.future.done():
+                job.future.set_exception(self.timeout_error())
+        self._pump()
+
+    def _failed(self, worker: _Worker, job: _Job | None, reason: str) -> None:
+        worker.kill()
+        self._replace(reason)
+        if job is not None:
+            self.queue.release(job)
+            if not job.future.done():
+                job.future.set_exception(
+                    WorkerFailed(
+                        "the detection worker process died during this request; it is being "
+                        "replaced and the request fails closed"
+                    )
+                )
+
+    # replacing workers (a thread per start) ---------------------------------------------------
+    def _replace(self, reason: str) -> None:
+        logger.warning("detection worker replaced (%s)", reason)
+        if self._on_restart is not None:
+            self._on_restart(reason)
+        if self._closed:
+            return
+        self._started += 1
+        threading.Thread(
+            target=self._start_into_incoming,
+            args=(self._started, True),
+            name="bastion-detect-start",
+            daemon=True,
+        ).start()
+
+    def _start_into_incoming(self, index: int, retry: bool) -> None:
+        with self._incoming_lock:
+            self._starting += 1
+        try:
+            while not self._closed:
+                version, spec = self._latest
+                worker = _start_worker(self._ctx, index, version, spec)
+                if worker is not None:
+                    with self._incoming_lock:
+                        self._incoming.append(worker)
+                    loop = self._loop
+                    if loop is not None and not loop.is_closed():
+                        with contextlib.suppress(RuntimeError):  # closed meanwhile: adopted later
+                            loop.call_soon_threadsafe(self._adopt_and_pump)
+                    return
+                if not retry:
+                    retry = True  # start-up failed: keep trying in the background
+                time.sleep(RESTART_BACKOFF_S)
+        finally:
+            with self._incoming_lock:
+                self._starting -= 1
+
+    def _adopt_and_pump(self) -> None:
+        self._adopt()
+        self._pump()
 
     def _refused(self, reason: str) -> None:
         if self._on_refused is not None:
             self._on_refused(reason)
 
-    def restarted(self, reason: str) -> None:
-        logger.warning("detection worker replaced (%s)", reason)
-        if self._on_restart is not None:
-            self._on_restart(reason)
+
+def _consume(future: asyncio.Future[list[Finding]]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _remote_error(name: str, message: str | None) -> DetectError:
+    known = _REMOTE_ERRORS.get(name)
+    if known is not None and message:
+        return known(message)
+    return WorkerFailed(f"detection failed in a worker process ({name}); the request fails closed")
