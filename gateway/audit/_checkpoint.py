@@ -6,10 +6,16 @@ A checkpoint is a signed note (https://c2sp.org/signed-note) whose text is a tlo
     bastion.local/audit              origin (also the signing key's name)
     1024                             size: records covered
     q0d2…=                           base64 chain hash of record ``size`` (see ``_chain``)
-    time 2025-01-02T03:04:05.000006Z extension lines: when it was signed, and why
+    time 2025-01-02T03:04:05.000006Z extension lines: when it was signed, and why,
     reason periodic
+    mark 1000 Zm9v…=                 and marks: the chain hash at records before ``size``
                                      blank line
     — bastion.local/audit AbCd…      em dash, key name, base64(4-byte key id || signature)
+
+Marks (at most :data:`MAX_MARKS`) let ``verify`` name the record of a rewrite whose later hashes
+were recomputed: the chain up to a mark is vouched for by the signature, so the change lies after
+the last mark that matches and at or before the first that does not. The writer marks every record
+it commits while there are few since the last checkpoint, thinning evenly as there are more.
 
 Ed25519 keys use signature type 0x01 and key id ``SHA-256(name || 0x0A || 0x01 || key)[:4]``;
 ECDSA P-256 keys (an HSM may hold one) type 0x02, key id ``SHA-256(DER SubjectPublicKeyInfo)[:4]``
@@ -21,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +39,7 @@ from gateway.audit._errors import AuditConfigError, AuditIntegrityError
 from pki.signing import Signer
 
 __all__ = [
+    "MAX_MARKS",
     "Checkpoint",
     "CheckpointFormatError",
     "VerifierKey",
@@ -42,6 +50,7 @@ __all__ = [
 ]
 
 _DASH = "\u2014 "
+MAX_MARKS = 64
 
 
 class CheckpointFormatError(AuditIntegrityError):
@@ -129,6 +138,7 @@ class Checkpoint:
     signature: bytes
     text: bytes  # the signed text (the note up to and including its last text newline)
     note: str  # the whole note as stored
+    marks: tuple[tuple[int, bytes], ...] = ()  # (seq, chain hash) signed with the checkpoint
 
     def verify(self, key: VerifierKey) -> bool:
         return (
@@ -138,15 +148,36 @@ class Checkpoint:
         )
 
 
-def checkpoint_text(*, origin: str, size: int, head: bytes, time: str, reason: str) -> str:
-    return f"{origin}\n{size}\n{base64.b64encode(head).decode()}\ntime {time}\nreason {reason}\n"
+def checkpoint_text(
+    *,
+    origin: str,
+    size: int,
+    head: bytes,
+    time: str,
+    reason: str,
+    marks: Sequence[tuple[int, bytes]] = (),
+) -> str:
+    lines = [origin, str(size), base64.b64encode(head).decode(), f"time {time}", f"reason {reason}"]
+    lines += [f"mark {seq} {base64.b64encode(h).decode()}" for seq, h in marks if 0 < seq < size]
+    return "\n".join(lines) + "\n"
 
 
 def sign_checkpoint(
-    signer: Signer, *, origin: str, size: int, head: bytes, time: str, reason: str
+    signer: Signer,
+    *,
+    origin: str,
+    size: int,
+    head: bytes,
+    time: str,
+    reason: str,
+    marks: Sequence[tuple[int, bytes]] = (),
 ) -> str:
-    """A signed checkpoint note for the first ``size`` records, whose chain hash is ``head``."""
-    text = checkpoint_text(origin=origin, size=size, head=head, time=time, reason=reason)
+    """A signed checkpoint note for the first ``size`` records, whose chain hash is ``head``;
+    ``marks`` are (seq, chain hash) of earlier records (at most :data:`MAX_MARKS` are kept)."""
+    marks = _thin(sorted(marks), MAX_MARKS)
+    text = checkpoint_text(
+        origin=origin, size=size, head=head, time=time, reason=reason, marks=marks
+    )
     key = verifier_key(origin, signer.public_key_pem())
     signature = signer.sign(text.encode())
     if key.algorithm == "ecdsa-p256-sha256" and len(signature) == 64:
@@ -156,6 +187,14 @@ def sign_checkpoint(
         )
     blob = base64.b64encode(key.key_hash + signature).decode()
     return f"{text}\n{_DASH}{origin} {blob}\n"
+
+
+def _thin(marks: Sequence[tuple[int, bytes]], limit: int) -> list[tuple[int, bytes]]:
+    """At most ``limit`` of ``marks``, evenly spread, the last one kept."""
+    if len(marks) <= limit:
+        return list(marks)
+    step = len(marks) / limit
+    return [marks[min(len(marks) - 1, round((i + 1) * step) - 1)] for i in range(limit)]
 
 
 def parse_checkpoint(note: str) -> Checkpoint:
@@ -168,7 +207,22 @@ def parse_checkpoint(note: str) -> Checkpoint:
     if len(lines) < 3:
         raise CheckpointFormatError("fewer than three text lines")
     origin, size_text, head_text = lines[0], lines[1], lines[2]
-    extensions = dict(line.partition(" ")[::2] for line in lines[3:])
+    extensions = dict(
+        line.partition(" ")[::2] for line in lines[3:] if not line.startswith("mark ")
+    )
+    marks: list[tuple[int, bytes]] = []
+    for line in lines[3:]:
+        if line.startswith("mark "):
+            parts = line.split(" ")
+            if len(parts) != 3:
+                raise CheckpointFormatError("a mark line is not well formed")
+            try:
+                mark = (int(parts[1]), base64.b64decode(parts[2], validate=True))
+            except (ValueError, binascii.Error):
+                raise CheckpointFormatError("a mark line is not well formed") from None
+            if len(mark[1]) != 32 or mark[0] <= 0:
+                raise CheckpointFormatError("a mark line is out of range")
+            marks.append(mark)
     sig_lines = [s for s in sigs.split("\n") if s]
     if not sig_lines or not sig_lines[0].startswith(_DASH):
         raise CheckpointFormatError("no signature line")
@@ -192,4 +246,5 @@ def parse_checkpoint(note: str) -> Checkpoint:
         signature=blob[4:],
         text=text.encode(),
         note=note,
+        marks=tuple(sorted(marks)),
     )

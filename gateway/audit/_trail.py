@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from gateway.audit._chain import Entry
 from gateway.audit._checkpoint import (
+    MAX_MARKS,
     CheckpointFormatError,
     parse_checkpoint,
     sign_checkpoint,
@@ -126,6 +127,10 @@ class GroupCommitTrail(AuditTrail):
             except CheckpointFormatError:
                 # `bastion audit verify` reports it; the writer just signs a fresh checkpoint.
                 logger.warning("the latest stored audit checkpoint does not parse")
+        # (seq, chain hash) of records committed since the last checkpoint, signed with it as
+        # marks so verify can name a rewritten record (``_checkpoint``); thinned as it grows.
+        self._marks: list[tuple[int, bytes]] = []
+        self._mark_stride = 1
         self._next_checkpoint = time.monotonic() + config.checkpoint_interval_s
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -267,6 +272,12 @@ class GroupCommitTrail(AuditTrail):
             self._answer_all(jobs, AuditUnavailable("audit writer failed; see the gateway log"))
             return
         self._records += len(sealed)
+        for record in sealed:
+            if record.seq % self._mark_stride == 0:
+                self._marks.append((record.seq, record.hash))
+        if len(self._marks) > 4 * MAX_MARKS:  # keep every other one: memory stays bounded
+            self._marks = self._marks[1::2]
+            self._mark_stride *= 2
         for job, record in zip(jobs, sealed, strict=True):
             self._answer(job, record.record_id, None)
 
@@ -320,8 +331,10 @@ class GroupCommitTrail(AuditTrail):
             head=head.hash,
             time=now,
             reason=reason,
+            marks=[m for m in self._marks if self._checkpointed_size < m[0] < head.seq],
         )
         self._store.add_checkpoint(head.seq, now, note)
+        self._marks, self._mark_stride = [], 1
         self._checkpointed_size = head.seq
         self._checkpoints += 1
         return note

@@ -8,9 +8,11 @@ What each kind of tampering looks like to the verifier:
 * a record removed: a gap in the seqs (or, if the rest was renumbered, a body/position mismatch);
 * a record inserted: the next record chains onto the one *before* it;
 * a record changed and every later hash recomputed: the chain is consistent, but the first signed
-  checkpoint after it does not match. What is provable: the change lies after the last checkpoint
-  that matches and at or before the first that does not (that range is named, one record when
-  checkpoints are that close). Which record changed is provable only against another copy whose
+  checkpoint after it does not match. What is provable: the change lies after the last signed
+  hash that matches and at or before the first that does not. Checkpoints sign the head and
+  *marks* (the chain hash at up to 64 records since the previous checkpoint, every record when
+  there were fewer), so the record is named whenever a mark sits just before it (always, at low
+  traffic); otherwise the range between two marks is named. Which record changed is provable only against another copy whose
   chain a signed checkpoint vouches for (``reference``: a backup, an earlier copy): the first
   record whose bytes differ from it is named;
 * an unsigned copy of a signed value edited: the checkpoint table's ``size`` and ``time`` columns
@@ -227,6 +229,7 @@ def _replay(
     store = check.store
     anchors = {cp.size: cp.head for cp in valid}
     wanted = set(anchors) | ({pinned.size} if pinned else set())
+    wanted |= {seq for cp in valid for seq, _ in cp.marks}
     at: dict[int, bytes] = {}
     first_seq = last_seq = count = 0
     prev2 = prev = b""
@@ -273,6 +276,7 @@ def _replay(
         last_hash, last_time = rec.hash, rec.time
 
     covered, matching, last_ok = first_seq - 1 if count else 0, 0, first_seq - 1
+    rewritten = False
     for cp in sorted(valid, key=lambda c: c.size):
         if count == 0:
             if cp.size > 0:
@@ -300,21 +304,38 @@ def _replay(
                 )
             )
         elif at.get(cp.size) != cp.head:
-            if cp.size == last_ok + 1:
-                what = f"record seq {cp.size} was altered and its hash recomputed"
+            if rewritten:
+                continue  # a hash chain carries the first rewrite into every later checkpoint
+            rewritten = True
+            lo, hi = last_ok + 1, cp.size
+            for seq, signed in cp.marks:  # the chain at each mark is signed too
+                if seq < lo:
+                    continue
+                if at.get(seq) == signed:
+                    lo = seq + 1
+                else:
+                    hi = seq
+                    break
+            if lo == hi:
+                found = next(iter(store.records(after_seq=lo - 1)), None)
+                named = _name(found) if found is not None and found.seq == lo else f"seq {lo}"
+                what = (
+                    f"{named} was altered and the later hashes recomputed: the chain matches "
+                    f"the hash signed for seq {lo - 1} and not the one signed for seq {lo}"
+                )
             else:
                 what = (
-                    f"one of records {last_ok + 1}..{cp.size} was altered and the later hashes "
-                    "recomputed; the checkpoints prove no narrower range (pass --reference COPY "
-                    "to name the record)"
+                    f"one of records {lo}..{hi} was altered and the later hashes recomputed; "
+                    "the signed checkpoints and their marks prove no narrower range (pass "
+                    "--reference COPY to name the record)"
                 )
             check.problems.append(
                 Problem(
                     "rewritten",
                     f"records {last_ok + 1}..{cp.size} do not match the checkpoint signed "
                     f"{cp.time}: {what}",
-                    last_ok + 1,
-                    through_seq=cp.size,
+                    lo,
+                    through_seq=hi,
                 )
             )
         else:

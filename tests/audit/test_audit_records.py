@@ -224,8 +224,24 @@ def test_public_surface_is_pinned() -> None:
 
 @pytest.mark.parametrize(
     "note",
-    ["", "origin\n5\n", "o\nfive\nAAAA\n\n\u2014 o AAAAAAA=\n", "o\n5\nAAAA\n\n- o AAAAAAAA\n"],
-    ids=["empty", "unsigned", "bad-size", "no-em-dash"],
+    [
+        "",
+        "origin\n5\n",
+        "o\nfive\nAAAA\n\n\u2014 o AAAAAAA=\n",
+        "o\n5\nAAAA\n\n- o AAAAAAAA\n",
+        "o\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nmark x AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\u2014 o AAAAAAAA\n",
+        "o\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nmark 3 AAAA\n\n\u2014 o AAAAAAAA\n",
+        "o\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nmark 3 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= extra\n\n\u2014 o AAAAAAAA\n",
+    ],
+    ids=[
+        "empty",
+        "unsigned",
+        "bad-size",
+        "no-em-dash",
+        "mark-seq-not-a-number",
+        "mark-hash-short",
+        "mark-extra-field",
+    ],
 )
 def test_malformed_checkpoints_are_audit_errors(note: str) -> None:
     """A note that does not parse raises CheckpointFormatError, part of Bastion's error tree."""

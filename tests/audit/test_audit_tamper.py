@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditConfig, open_audit_trail
+from gateway.audit import AuditConfig, open_audit_trail, open_store, verify_store
 from gateway.audit._chain import link
-from gateway.audit._checkpoint import sign_checkpoint, verifier_key
+from gateway.audit._checkpoint import parse_checkpoint, sign_checkpoint, verifier_key
 from gateway.audit._records import envelope
 from gateway.cli import main
 from pki.signing import FileSigner
@@ -161,6 +161,19 @@ def rewrite_and_rehash(conn: sqlite3.Connection, b: Built) -> None:
     _rechain(conn, 7)
 
 
+def rewrite_unmarked(conn: sqlite3.Connection, b: Built) -> None:
+    """A trail from before checkpoints carried marks: the same rewrite is only a range."""
+    signer = FileSigner.load(b.key, key_id="audit")
+    rows = conn.execute("SELECT id, note FROM audit_checkpoints").fetchall()
+    for cid, note in rows:
+        cp = parse_checkpoint(note)
+        plain = sign_checkpoint(
+            signer, origin=cp.origin, size=cp.size, head=cp.head, time=cp.time, reason=cp.reason
+        )
+        conn.execute("UPDATE audit_checkpoints SET note = ? WHERE id = ?", (plain, cid))
+    rewrite_and_rehash(conn, b)
+
+
 def _resign(conn: sqlite3.Connection, b: Built) -> FileSigner:
     """Rewrite, rehash, and re-sign every checkpoint (same size and time) with a new key."""
     rewrite_and_rehash(conn, b)
@@ -218,7 +231,13 @@ CASES: list[tuple[Tamper, bool | str, int, tuple[str, ...]]] = [
     (remove_last_checkpoint, False, 2, ("first: seq 16,",)),
     (truncate_tail, True, 1, ("records 16..20 were removed",)),
     (roll_back, True, 1, ("records 11..20 were removed",)),
-    (rewrite_and_rehash, False, 1, ("records 6..10 do not match the checkpoint",)),
+    (
+        rewrite_and_rehash,
+        False,
+        1,
+        ("record seq 7 (id", "records 6..10 do not match the checkpoint", "signed for seq 6"),
+    ),
+    (rewrite_unmarked, False, 1, ("one of records 6..10 was altered",)),
     (rewrite_and_resign, False, 1, ("signed by an unknown key",)),
 ]
 IDS = [
@@ -238,7 +257,8 @@ IDS = [
     "last-checkpoint-removed",
     "tail-truncated-pinned",
     "rolled-back-pinned",
-    "changed-and-rehashed",
+    "changed-and-rehashed-named-by-marks",
+    "changed-and-rehashed-without-marks-is-a-range",
     "changed-rehashed-resigned",
 ]
 
@@ -337,3 +357,45 @@ def test_chain_hash_is_sha256_of_prev_and_body(built: Built) -> None:
             conn.execute("SELECT hash, body FROM audit_records WHERE seq = 2").fetchone(),
         )
     assert h2 == hashlib.sha256(h1 + b2).digest()
+
+
+def test_marks_name_a_rewrite_in_a_busy_interval(tmp_path: Path) -> None:
+    """With 400 records between two checkpoints (more than the 64 marks a checkpoint carries),
+    a re-chained rewrite is narrowed to the span between two signed marks, and the marks are
+    spread over the whole interval."""
+    signer = FileSigner.generate(tmp_path / "audit.pem", key_id="audit")
+    db = tmp_path / "trail.db"
+
+    async def write() -> None:
+        trail = open_audit_trail(AuditConfig(path=db, checkpoint_interval_s=3600), signer)
+        await trail.append_decision(sample_decision(0))
+        await trail.checkpoint()
+        for start in range(1, 401, 50):
+            await asyncio.gather(
+                *(trail.append_decision(sample_decision(i)) for i in range(start, start + 50))
+            )
+        await trail.close()
+
+    asyncio.run(write())
+    with closing(sqlite3.connect(db)) as conn:
+        (note,) = conn.execute("SELECT note FROM audit_checkpoints WHERE size = 401").fetchone()
+        marks = parse_checkpoint(note).marks
+        assert 32 <= len(marks) <= 64
+        assert marks[0][0] < 60
+        assert marks[-1][0] > 340
+        body = _body(conn, 200).replace(b'"action":"onprem"', b'"action":"managed"')
+        conn.execute("UPDATE audit_records SET body = ? WHERE seq = 200", (body,))
+        _rechain(conn, 200)
+        conn.commit()
+    store = open_store(AuditConfig(path=db), read_only=True)
+    try:
+        report = verify_store(store, public_keys=[signer.public_key_pem()])
+    finally:
+        store.close()
+    problem = report.first_problem
+    assert problem is not None
+    assert problem.kind == "rewritten"
+    assert problem.seq is not None
+    assert problem.through_seq is not None
+    assert problem.seq <= 200 <= problem.through_seq
+    assert problem.through_seq - problem.seq < 400 // 32
