@@ -119,6 +119,9 @@ def build_gateway(
         tracing=telemetry,
     )
     gateway.policy_store = policy_store
+    if isinstance(audit, TrailAudit) and policy_store is not None:
+        # Decision records keep digests of the headers the policy reads (policy replay).
+        audit.record_headers_of(policy_store.header_names)
     return gateway
 
 
