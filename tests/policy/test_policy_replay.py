@@ -504,3 +504,55 @@ def test_memo_never_changes_an_answer(bodies: list[bytes]) -> None:
                 counts.get((c["old_rule"], c["new_rule"]), 0) + c["count"]
             )
     assert {(c["old_rule"], c["new_rule"]): c["count"] for c in together["changes"]} == counts
+
+
+HEADER_POLICY = DEFAULT.replace(
+    "rules:\n",
+    "rules:\n"
+    "  - id: team-red-onprem\n"
+    "    when: {header: {x-team: [red]}}\n"
+    "    then: {route: onprem}\n",
+    1,
+)
+
+
+def test_real_gateway_records_header_digests_and_replays_them(
+    policy_gateway: Callable[..., RunningGateway],  # noqa: F811 (the imported fixture)
+    billing: CertPair,  # noqa: F811 (the imported fixture)
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When the live policy reads a header, the gateway's decision records keep its keyed
+    digest (never the value), and replay with the config's digest key re-decides a candidate
+    that matches another literal."""
+    gateway = policy_gateway(HEADER_POLICY)
+    for team in ("red", "blue", None):
+        headers = {"x-team": team} if team else {}
+        with gateway.client(billing, headers=headers) as client:
+            response = client.post(
+                "/v1/chat/completions",
+                json={"model": "chat-default", "messages": [{"role": "user", "content": "hi"}]},
+            )
+        assert response.status_code == 200
+    config = AuditConfig(path=tmp_path / "audit.db", digest_key_file=tmp_path / "digest.key")
+    key = audit_digest_key(config)
+    store = open_store(config, read_only=True)
+    try:
+        kept = [
+            json.loads(r.body)["data"]["inputs"]["headers"]
+            for r in store.records()
+            if r.kind == "decision"
+        ]
+    finally:
+        store.close()
+    assert kept == [
+        {"x-team": header_digest(key, "x-team", "red")},
+        {"x-team": header_digest(key, "x-team", "blue")},
+        {"x-team": None},
+    ]
+    policy = tmp_path / "candidate.yaml"
+    policy.write_text(HEADER_POLICY.replace("x-team: [red]", "x-team: [blue]"))
+    argv = ["policy", "replay", "--config", str(gateway.config_path), "--policy", str(policy)]
+    report = json.loads(_run([*argv, "--json"], capsys))
+    changes = {(c["old_rule"], c["new_rule"]): c["count"] for c in report["changes"]}
+    assert changes == {("team-red-onprem", "default"): 1, ("default", "team-red-onprem"): 1}
