@@ -29,13 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pki._ca_keys import CASigner, FileCASigner, new_file_key, write_private
 from pki.errors import CANotFoundError, IssueError, PassphraseError
 from pki.secret import Secret
 
@@ -125,54 +126,6 @@ def parse_lifetime(text: str) -> dt.timedelta:
     return delta
 
 
-class CASigner(Protocol):
-    """Signs certificates and CRLs with the CA key, wherever that key lives."""
-
-    def public_key(self) -> ec.EllipticCurvePublicKey: ...
-
-    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate: ...
-
-    def sign_crl(
-        self, builder: x509.CertificateRevocationListBuilder
-    ) -> x509.CertificateRevocationList: ...
-
-
-class FileCASigner:
-    """The CA key in a passphrase-encrypted PKCS#8 file."""
-
-    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
-        self._key = key
-
-    @classmethod
-    def load(cls, path: Path, passphrase: Secret) -> FileCASigner:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise CANotFoundError(
-                f"CA key {path} does not exist; run 'bastion pki init' first"
-            ) from None
-        try:
-            key = serialization.load_pem_private_key(data, passphrase.reveal().encode())
-        except (ValueError, TypeError):
-            raise PassphraseError(
-                f"cannot decrypt CA key {path}: the passphrase is wrong (or the file is damaged)"
-            ) from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise PassphraseError(f"CA key {path} is not an EC key")
-        return cls(key)
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
-
-    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
-        return builder.sign(self._key, hashes.SHA256())
-
-    def sign_crl(
-        self, builder: x509.CertificateRevocationListBuilder
-    ) -> x509.CertificateRevocationList:
-        return builder.sign(self._key, hashes.SHA256())
-
-
 @dataclass(frozen=True, slots=True)
 class IssuedCert:
     """A freshly issued certificate and its (unencrypted) key: written by the caller with 0600."""
@@ -199,21 +152,9 @@ class IssuedCert:
         prefix.parent.mkdir(parents=True, exist_ok=True)
         cert_path = prefix.with_name(prefix.name + ".crt")
         key_path = prefix.with_name(prefix.name + ".key")
-        _write_private(key_path, self.key_pem())
+        write_private(key_path, self.key_pem())
         cert_path.write_bytes(self.cert_pem())
         return cert_path, key_path
-
-
-def _new_file_key(path: Path, passphrase: Secret) -> tuple[FileCASigner, dict[str, str]]:
-    """A new P-256 CA key, written PKCS#8-encrypted (0600) at ``path``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    encrypted = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase.reveal().encode()),
-    )
-    _write_private(path, encrypted)
-    return FileCASigner(key), {"type": "file", "path": path.name}
 
 
 def _self_signed(signer: CASigner, name: x509.Name, lifetime: dt.timedelta) -> x509.Certificate:
@@ -255,13 +196,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _write_meta(directory: Path, meta: dict[str, object]) -> None:
     _atomic_write(directory / CA_META, (json.dumps(meta, indent=2) + "\n").encode())
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o600)
 
 
 def _now() -> dt.datetime:
@@ -320,7 +254,7 @@ class CA:
         if signer is None:
             if passphrase is None:  # pragma: no cover - refused above; narrows the type
                 raise PassphraseError("a file CA key needs a passphrase")
-            signer, key_meta = _new_file_key(directory / CA_KEY, passphrase)
+            signer, key_meta = new_file_key(directory / CA_KEY, passphrase)
         elif key_meta is None:
             raise IssueError("an external CA signer needs key_meta to record where the key is")
         certificate = _self_signed(signer, name, lifetime)
@@ -410,51 +344,9 @@ class CA:
         issued before keep verifying, and a CRL signed by the new key (revocation is by serial,
         so it covers certificates issued under either key). Needs the current key: only the
         holder of the CA may rotate it."""
-        self._require_signer()
-        old = self.key_meta
-        previous = self.directory / PREVIOUS
-        previous.mkdir(exist_ok=True)
-        generation = len(list(previous.glob("ca-*.crt"))) + 2
-        signer: CASigner
-        if old.get("type") == "hsm":
-            if hsm is None:
-                raise PassphraseError("the CA key is in the HSM: rotating needs an HSM session")
-            from pki.hsm import HsmCASigner
+        from pki._rotate import rotate_ca
 
-            new_label = label or f"{old['label'].rsplit('.', 1)[0]}.{generation}"
-            if not hsm.ensure_ec_keypair(new_label):
-                raise IssueError(
-                    f"a key labelled {new_label!r} already exists on the token; rotating needs a "
-                    "new key: choose another --key-label"
-                )
-            signer = HsmCASigner(hsm, new_label)
-            key_meta = {"type": "hsm", "label": new_label, "token": hsm.config.token_label}
-        else:
-            if passphrase is None or len(passphrase.reveal()) < 12:
-                raise PassphraseError(
-                    "the new CA key file needs a passphrase of at least 12 characters"
-                )
-            signer, key_meta = _new_file_key(self.directory / f"ca-{generation}.key", passphrase)
-        certificate = _self_signed(signer, self.certificate.subject, lifetime)
-        old_serial = format(self.certificate.serial_number, "x")
-        (previous / f"ca-{old_serial}.crt").write_bytes(
-            self.certificate.public_bytes(serialization.Encoding.PEM)
-        )
-        meta = json.loads((self.directory / CA_META).read_text())
-        meta["previous"] = [*meta.get("previous", []), {"serial": old_serial, "key": old}]
-        meta["key"] = key_meta
-        bundle = [certificate.public_bytes(serialization.Encoding.PEM)]
-        now = _now()
-        for path in sorted(previous.glob("ca-*.crt")):
-            cert = x509.load_pem_x509_certificate(path.read_bytes())
-            if cert.not_valid_after_utc > now:
-                bundle.append(cert.public_bytes(serialization.Encoding.PEM))
-        _atomic_write(self.directory / CA_BUNDLE, b"".join(bundle))
-        _atomic_write(self.directory / CA_CERT, bundle[0])
-        _write_meta(self.directory, meta)
-        rotated = CA(self.directory, certificate, self.trust_domain, signer)
-        rotated.write_crl()
-        return rotated
+        return rotate_ca(self, passphrase=passphrase, hsm=hsm, label=label, lifetime=lifetime)
 
     # -- issuing --------------------------------------------------------------------------
 
