@@ -93,6 +93,24 @@ class GatewayMetrics:
             ["identity"],
             registry=r,
         )
+        self.detect_refused = Counter(
+            "bastion_detect_refused",
+            "Requests detection refused or gave up on (503 detector_busy), by reason: "
+            "queue_full, identity_share, timeout, closed.",
+            ["reason"],
+            registry=r,
+        )
+        self.detect_restarts = Counter(
+            "bastion_detect_worker_restarts",
+            "Detection worker processes replaced, by reason: crashed, timeout.",
+            ["reason"],
+            registry=r,
+        )
+        self.detect_jobs = Gauge(
+            "bastion_detect_jobs",
+            "Detection jobs queued or running in the worker pool.",
+            registry=r,
+        )
         self.denials = Counter(
             "bastion_policy_denials",
             "Requests denied by policy, by rule.",
