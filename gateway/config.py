@@ -96,7 +96,17 @@ class LimitsConfig(_Frozen):
     max_text_chars: Annotated[int, Field(ge=1)] = 400_000  # all texts of one request together
     max_tokens: Annotated[int, Field(ge=1)] = 8192  # cap on max_tokens / max_completion_tokens
     detect_timeout_s: Annotated[float, Field(gt=0)] = 5.0  # waiting for the detector → 503
+    # Detection jobs queued or running, all callers together; beyond it 503 detector_busy at
+    # once: a queue that cannot grow without bound (gateway.detect.pool).
     max_concurrent_detections: Annotated[int, Field(ge=1)] = 64
+    # Detection worker processes (the GIL makes threads one core wide for detection). Null: one
+    # per CPU core the gateway may run on (sched_getaffinity). Each holds a spaCy model (~150 MB).
+    detect_processes: Annotated[int, Field(ge=1, le=64)] | None = None
+    # Text characters one identity may have queued or in detection at once (its fair share):
+    # beyond it that caller gets 503 detector_busy while others go on (issue #14: 12 large
+    # requests must not make every caller wait). Default = max_text_chars: one largest request,
+    # or a hundred 4 KiB ones; a request is always admitted when its caller has none in flight.
+    detect_identity_max_chars: Annotated[int, Field(ge=1)] = 400_000
     # Unknown top-level request fields allowed through as *text* (scanned and sanitized like
     # any text); any other unknown field is a 400 naming it. Lowercase names (issue 13).
     passthrough_fields: tuple[str, ...] = ()
