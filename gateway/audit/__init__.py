@@ -3,8 +3,10 @@
 Every decision is durable before a byte leaves for an upstream, and its outcome follows. Records
 are RFC 8785 canonical JSON, hash-chained (``_chain`` says why a chain), with C2SP
 tlog-checkpoint notes signed periodically and on close by a :class:`pki.signing.Signer`.
-``bastion audit verify`` (``verify_store``) names the first record altered, removed, reordered
-or inserted. Stores: SQLite (default, ``sqlite.py``) and PostgreSQL for replicas
+``bastion audit verify`` (``verify_store``) checks the signatures against pinned keys (never only
+the keys stored in the trail), checks every unsigned copy of a signed value, and names the first
+record altered, removed, reordered or inserted. Decision records carry the decision's inputs
+(``DecisionInputs``) for ``bastion policy replay``. Stores: SQLite (default, ``sqlite.py``) and PostgreSQL for replicas
 (``postgres.py``), both behind :class:`Store`.
 
 Errors (``_errors``)::

@@ -192,11 +192,17 @@ def verify_store(
             "who signed it"
         )
     with store.snapshot():
-        if public_keys:
-            keys = [verifier_key(store.origin, pem) for pem in public_keys]
-        else:
-            keys = store.keys()
+        in_store = store.keys()
+        keys = [verifier_key(store.origin, pem) for pem in public_keys] if public_keys else in_store
         check = _Checker(store, keys, max_problems)
+        pinned_ids = {(k.name, k.key_hash) for k in keys}
+        for key in in_store:
+            if (key.name, key.key_hash) not in pinned_ids:
+                # The key table is an unsigned copy; a key nobody pinned is worth a look.
+                check.warnings.append(
+                    f"the trail's key table holds a key that is not pinned ({key.fingerprint}); "
+                    "no checkpoint is accepted on its word"
+                )
         valid = []
         for i, row in enumerate(store.checkpoints(), 1):
             cp = check.checkpoint(row.note, f"checkpoint #{i}")

@@ -11,7 +11,9 @@ signer's earlier keys); with ``--sqlite``/``--dsn`` the ``--pubkey`` files (repe
 rotation), or ``--trust-stored-keys``, whose output says what it does not prove. It exits 0 when
 every record chains and is covered by a valid signed checkpoint, 1 when something was altered
 (the first problem is named), 2 when records after the last checkpoint are not yet covered (pass
-``--allow-uncovered`` to accept that for a running gateway).
+``--allow-uncovered`` to accept that for a running gateway). ``--reference COPY`` (an earlier
+SQLite copy) names the exact record of a re-chained rewrite. Every action but ``prune`` opens the
+store read-only.
 
 ``pubkey`` prints the signer's public key (PEM) with its ``SHA256:`` fingerprint, for the
 auditor to keep out of band.

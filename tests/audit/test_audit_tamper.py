@@ -312,10 +312,17 @@ def forge_with_own_key(conn: sqlite3.Connection, b: Built) -> None:
     [
         ([], 1, "err", "needs the signer's public key"),
         (["--pubkey"], 1, "out", "signed by an unknown key"),
+        (["--pubkey"], 1, "out", "key table holds a key that is not pinned"),
         (["--config"], 1, "out", "signed by an unknown key"),
         (["--trust-stored-keys"], 0, "out", "NOT PROVEN: who signed"),
     ],
-    ids=["no-key-refused", "pinned-pubkey-catches", "config-signer-catches", "trust-stored-says"],
+    ids=[
+        "no-key-refused",
+        "pinned-pubkey-catches",
+        "pinned-pubkey-warns-of-the-forgers-key",
+        "config-signer-catches",
+        "trust-stored-says",
+    ],
 )
 def test_forged_key_resign_needs_a_pinned_key(
     built: Built,
