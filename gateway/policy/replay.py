@@ -58,6 +58,8 @@ CAVEAT_DETECTION = (
 )
 MAX_SAMPLES = 5  # sample decision ids kept per change
 MAX_NAMES = 100  # identities / models listed per change (the rest are counted)
+MAX_REASONS = 32  # distinct not-replayable reasons told apart
+OTHER_REASONS = "other reasons (more distinct reasons than are listed)"
 _GLOB = frozenset("*?")
 _REPLAY_RECOGNIZER = "audit-replay"
 # Rule ids the gateway writes for decisions that did not come from the policy's rules.
@@ -164,8 +166,11 @@ class ComparisonReport:
         return True
 
     def skip(self, reason: str) -> None:
-        """Count a decision that cannot be re-decided, by reason (never guessed)."""
+        """Count a decision that cannot be re-decided, by reason (never guessed). Reasons may
+        quote a rule id from the trail, so at most :data:`MAX_REASONS` are told apart."""
         self.decisions += 1
+        if reason not in self.not_replayable and len(self.not_replayable) >= MAX_REASONS:
+            reason = OTHER_REASONS
         self.not_replayable[reason] = self.not_replayable.get(reason, 0) + 1
 
     def changes(self) -> list[tuple[ChangeKey, _Change]]:

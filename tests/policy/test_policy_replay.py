@@ -556,3 +556,26 @@ def test_real_gateway_records_header_digests_and_replays_them(
     report = json.loads(_run([*argv, "--json"], capsys))
     changes = {(c["old_rule"], c["new_rule"]): c["count"] for c in report["changes"]}
     assert changes == {("team-red-onprem", "default"): 1, ("default", "team-red-onprem"): 1}
+
+
+def test_report_stays_bounded() -> None:
+    """However many distinct identities, models, samples and reasons a trail holds, the report
+    lists a bounded number and counts the rest."""
+    from gateway.policy.replay import MAX_NAMES, MAX_REASONS, MAX_SAMPLES, DecisionOutcome
+
+    report = ComparisonReport(mode="replay", candidate=load_policy_text(CANDIDATE))
+    old = DecisionOutcome("a", "onprem", "onprem", ())
+    new = DecisionOutcome("b", "managed", "openai", ())
+    for n in range(MAX_NAMES + 7):
+        report.add(old, new, identity=f"spiffe://x/{n}", model=f"m{n}", sample_id=f"dec_{n}")
+    for n in range(MAX_REASONS + 5):
+        report.skip(f"reason {n}")
+    out = report.to_json()
+    (change,) = out["changes"]
+    assert change["count"] == MAX_NAMES + 7
+    assert len(change["identities"]) == MAX_NAMES
+    assert change["more_identities"] == 7
+    assert change["more_models"] == 7
+    assert len(change["sample_decision_ids"]) == MAX_SAMPLES
+    assert len(out["not_replayable"]) == MAX_REASONS + 1
+    assert sum(out["not_replayable"].values()) == MAX_REASONS + 5
