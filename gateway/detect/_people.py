@@ -57,7 +57,7 @@ _STRONG_CUES = frozenset(
     ]
 )
 _PART_CUE = re.compile(
-    r"""(?:first\ name|given\ name|forename|surname|last\ name|family\ name|nome|cognome
+    r"""(?=[fFgGsSlLnNcCvVpPaA])(?:first\ name|given\ name|forename|surname|last\ name|family\ name|nome|cognome
       |vorname|nachname|prénom|prenom|nom\ de\ famille|apellido|sobrenome|voornaam|achternaam)
       \s*(?:is|:|=|est|ist|è|es|é)?\s*""",
     re.IGNORECASE | re.VERBOSE,

@@ -54,8 +54,11 @@ _CUE_VERBS = r"""(?:\bis\s+set\s+to\b|\bis\s+now\b|\bis\b|\bwas\b|\bare\b|\bist\
 _CUE_QUALIFIER = r"""(?:\s+(?:for|of|to|on|at|in|für|de|du|del|di|da|do|van|voor)\s+
       (?:(?:the|my|our|this|that|your|his|her|their|le|la|der|die|das|el|il|o|a)\s+)?
       [\w.@:/-]{1,60}(?:\s+(?:account|user|server|box|db|database|login|host|vm|instance|wifi))?){0,2}"""
+# The first letters of the cue words, as a lookahead: lets the regex engine skip most positions
+# of a long text at once (about 3x faster than trying the alternation everywhere).
+_CUE_FIRST = "(?=[pPsScCkKwWmMhHjJdDlLaAşŞпП密口パ비])"
 _PASSWORD_CUE = re.compile(
-    rf"""{_CUE_WORDS}
+    rf"""{_CUE_FIRST}{_CUE_WORDS}
       [\w-]*["']?                      # PASSWORD_HASH, "password"
       {_CUE_QUALIFIER}
       (?:'s)?

@@ -88,7 +88,10 @@ _DATES = (
     re.compile(r"(?<![\w./-])\d{1,2}([/.-])\d{1,2}\1(?:19|20)?\d{2}(?![\w]|[./-]\d)"),
     re.compile(r"(?<![\w./-])(?:19|20)\d{2}([/.-])\d{1,2}\1\d{1,2}(?![\w]|[./-]\d)"),
     re.compile(
-        rf"\b(?:{_MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}}\b", re.IGNORECASE
+        # The lookahead (a word, then a space and a digit) skips most positions before the
+        # month alternation is tried.
+        rf"\b(?=[^\W\d_]{{3,10}}\.? \d)(?:{_MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? (?:19|20)\d{{2}}\b",
+        re.IGNORECASE,
     ),
     re.compile(
         rf"\b\d{{1,2}}(?:st|nd|rd|th|er|º)?\.? (?:of |de )?(?:{_MONTHS})\.?,? (?:de )?(?:19|20)\d{{2}}\b",

@@ -27,6 +27,7 @@ accepts a person there only when the model marks two or more words.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spacy.lang.en.stop_words import STOP_WORDS
@@ -35,8 +36,8 @@ from gateway.detect._lexicon import is_english_word
 
 __all__ = ["NOT_NAME_START", "Windows", "ner_windows"]
 
-_WINDOW_SIDE = 80
-_CUE_SIDE = 24
+_WINDOW_SIDE = 48  # characters of context either side of a capitalized pair (within its sentence)
+_CUE_SIDE = 14  # and around a recased name (the introducing phrase and a word after)
 _MAX_CAPS_RUN = 240  # characters of one ALL-CAPS run recased (headings, shouted sentences)
 _BOUNDARY = re.compile(r"[.!?\n]")
 _UPPER = "A-ZÀ-ÖØ-ÞĀ-Ž"
@@ -107,11 +108,17 @@ NOT_NAME_START = frozenset(
 )
 # Phrases after which a person is often named; a lowercase name after them goes to the model.
 _WEAK_CUE = re.compile(
-    r"""(?<![\w-])(?:with|ask|asked|cc|bcc|attn|to|from|by|for|per|dear|hi|hello|hey|thanks
-      |thank\ you|met|meet|meeting|call|called|phoned|e-?mail(?:ed)?|contact(?:ed)?|told|tell
-      |invited|introduced|visited|saw|signed|colleague|co-?worker|friend|boss|manager|neighbou?r
-      |wife|husband|son|daughter|brother|sister|mother|father|uncle|aunt|cousin|doctor|nurse
-      |professor|prof\.?|mr\.?|mrs\.?|ms\.?|dr\.?|sir|madam|miss)[:,]?[ \t]+""",
+    r"""(?<![\w-])(?=[wWaAcCbBpPdDhHtTmMeEiIvVsSnNfFuUlLrRgGoOjJ])(?:with|ask|asked|cc|bcc|attn|per|dear|hi|hello|hey|thanks(?:\ to)?
+      |thank\ you|met|meet|meeting(?:\ with)?|call|called|phoned|e-?mail(?:ed)?|contact(?:ed)?
+      |told|tell|invited|introduced|visited|saw|signed(?:\ by)?|colleague|co-?worker|friend|boss
+      |manager|neighbou?r|wife|husband|son|daughter|brother|sister|mother|father|uncle|aunt
+      |cousin|doctor|nurse|professor|prof\.?|mr\.?|mrs\.?|ms\.?|dr\.?|sir|madam|miss
+      |(?:spoke|speak|talk|talked|talking|write|wrote|send|sent|forward|forwarded|reply|replied
+        |assigned|belongs|give|gave|hand|handed|introduce|refer|referred|escalate|escalated)
+       \ (?:to|with)
+      |(?:message|email|e-mail|call|letter|note|request|complaint|reply|invoice)\ (?:from|for|by)
+      |(?:approved|reported|submitted|filed|written|sent|requested|opened|escalated)\ by)
+      [:,]?[ \t]+""",
     re.IGNORECASE | re.VERBOSE,
 )
 _LOWER_WORD = re.compile(r"[^\W\d_A-ZÀ-Þ][^\W\d_]*(?:['’-][^\W\d_]+)?")
@@ -151,10 +158,65 @@ _NOT_LOWER_NAME = frozenset(STOP_WORDS) | frozenset(
 )
 _MAX_UNKNOWN_PAIRS = 6
 _MAX_UNKNOWN_SHARE = 0.25  # above this share of unknown lowercase words, the text is not English
+_LANGUAGE_SAMPLE = 120
 _MIN_WORDS_FOR_SHARE = 4  # fewer lowercase words than this: no judgement, taken as English
 _LOWERCASE_WORD = re.compile(r"(?<![\w'’-])[^\W\d_A-ZÀ-Þ][^\W\d_]+(?![\w'’-])")
 _LOWER_RUN = re.compile(r"(?<![\w'’@./-])[^\W\d_A-ZÀ-Þ][^\W\d_]+(?:[ \t]+[^\W\d_A-ZÀ-Þ][^\W\d_]+)+")
 _CAPS_RUN = re.compile(r"(?<![\w'’-])[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’.-]*)+(?![\w'’-])")
+
+
+# Real name particles (not any short word): ``Pedro de los Santos``, ``Koen van der Meulen``.
+NAME_PARTICLES = frozenset(
+    [
+        "van",
+        "von",
+        "der",
+        "den",
+        "de",
+        "da",
+        "di",
+        "del",
+        "della",
+        "dei",
+        "des",
+        "dos",
+        "das",
+        "du",
+        "le",
+        "la",
+        "las",
+        "los",
+        "lo",
+        "y",
+        "e",
+        "bin",
+        "ibn",
+        "al",
+        "el",
+        "ter",
+        "ten",
+        "zu",
+        "af",
+    ]
+)
+_NAME_SEQUENCE = re.compile(
+    rf"(?<![\w'’-]){_CAP_WORD}(?:(?:,[ \t]+|[ \t]+(?:(?:{'|'.join(sorted(NAME_PARTICLES))})[ \t]+){{0,3}})"
+    rf"{_CAP_WORD}){{1,4}}(?![\w'’-])"
+)
+
+
+def _name_sequences(text: str) -> list[tuple[int, int]]:
+    """Runs of two to five capitalized words (particles and ``Last, First`` commas allowed),
+    each run also tried from its later words (``Signed, Ferreira-Lobo, Inês``)."""
+    found: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        m = _NAME_SEQUENCE.search(text, pos)
+        if m is None:
+            return found
+        found.append(m.span())
+        second = re.search(r"[ \t,]+\S", m.group())
+        pos = m.start() + (second.end() - 1 if second else len(m.group()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +226,7 @@ class Windows:
     spans: tuple[tuple[int, int], ...]
     text: str  # the normalized text with the recased words recased (same length)
     recased: tuple[tuple[int, int], ...]
-    pairs: tuple[tuple[int, int], ...] = ()  # the capitalized pairs found
+    pairs: tuple[tuple[int, int], ...] = ()  # capitalized word runs (in ``text``), see below
     english: bool = True  # see is_english: shape-only guesses are made in English text only
 
 
@@ -254,36 +316,48 @@ def _unknown_lower(text: str) -> list[tuple[int, int]]:
 
 def is_english(text: str) -> bool:
     """Whether most lowercase words of ``text`` are English (names are capitalized, so they do
-    not count; German nouns are capitalized too, its other words are not English)."""
-    words = _LOWERCASE_WORD.findall(text)
+    not count; German nouns are capitalized too, its other words are not English). Judged on
+    the first ``_LANGUAGE_SAMPLE`` lowercase words."""
+    words = []
+    for m in _LOWERCASE_WORD.finditer(text):
+        words.append(m.group())
+        if len(words) >= _LANGUAGE_SAMPLE:
+            break
     if len(words) < _MIN_WORDS_FOR_SHARE:
         return True
     unknown = sum(1 for w in words if w not in _NOT_LOWER_NAME and not is_english_word(w))
     return unknown / len(words) <= _MAX_UNKNOWN_SHARE
 
 
-def ner_windows(text: str) -> Windows:
-    """Where the model should look in ``text`` (normalized), and the copy to show it."""
+def ner_windows(text: str, covered: Sequence[tuple[int, int]] = ()) -> Windows:
+    """Where the model should look in ``text`` (normalized), and the copy to show it.
+
+    ``covered``: spans other recognizers already report as a person or an address (with a cue:
+    ``Account holder: …``, ``lives at …``); a candidate inside one needs no model."""
+
+    def known(start: int, end: int) -> bool:
+        return any(lo <= start and end <= hi for lo, hi in covered)
+
     spans: list[tuple[int, int]] = []
     recased: list[tuple[int, int]] = []
     pairs = _cap_pairs(text)
     english = is_english(text)
     for start, end in pairs:
-        spans.append(_sentence(text, start, end, _WINDOW_SIDE))
-    for start, end in _unknown_lower(text) if english else ():
-        recased.append((start, end))
-        spans.append((max(0, start - _CUE_SIDE), min(len(text), end + _CUE_SIDE)))
-    for start, end in _lower_after_cues(text):
-        recased.append((start, end))
-        spans.append((max(0, start - _CUE_SIDE), min(len(text), end + _CUE_SIDE)))
+        if not known(start, end):
+            spans.append(_sentence(text, start, end, _WINDOW_SIDE))
+    lowercase = [*(_unknown_lower(text) if english else ()), *_lower_after_cues(text)]
+    for start, end in lowercase:
+        if not known(start, end):
+            recased.append((start, end))
+            spans.append((max(0, start - _CUE_SIDE), min(len(text), end + _CUE_SIDE)))
     for m in _CAPS_RUN.finditer(text):
         start, end = m.start(), min(m.end(), m.start() + _MAX_CAPS_RUN)
-        if sum(c.isalpha() for c in m.group()) < 5:
+        if sum(c.isalpha() for c in m.group()) < 5 or known(start, end):
             continue
         recased.append((start, end))
         spans.append(_sentence(text, start, end, _CUE_SIDE))
     if not spans:
-        return Windows((), text, (), tuple(pairs), english)
+        return Windows((), text, (), tuple(_name_sequences(text)), english)
     shown = text
     if recased:
         chars = list(text)
@@ -301,4 +375,5 @@ def ner_windows(text: str) -> Windows:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
             merged.append((start, end))
-    return Windows(tuple(merged), shown, tuple(sorted(recased)), tuple(pairs), english)
+    sequences = tuple(_name_sequences(shown))
+    return Windows(tuple(merged), shown, tuple(sorted(recased)), sequences, english)

@@ -30,7 +30,7 @@ from gateway.detect._public import is_public_figure, public_figure_spans
 from gateway.detect._secrets import find_secrets
 from gateway.detect._split import find_split_values
 from gateway.detect._structured import find_structured
-from gateway.detect._windows import NOT_NAME_START, ner_windows
+from gateway.detect._windows import NAME_PARTICLES, NOT_NAME_START, ner_windows
 from gateway.detect.engine import NER_LOCK, get_analyzer
 from gateway.detect.entities import KNOWN_ENTITIES
 from gateway.detect.errors import AnalysisError, SpecError
@@ -73,10 +73,13 @@ _BRANDS = _words(
 _BRAND_PHRASES = frozenset(
     ["american express", "diners club", "union pay", "apple pay", "google pay"]
 )
-_PARTICLES = _words("van von der den de da di del della dos das du le la y e bin ibn al el ter ten")
+_PARTICLES = NAME_PARTICLES
 _SENTENCE_START = re.compile(r"(?:[.!?:;\n■]\s*|\n\s*\W{0,4}\s*)$")
 _LAST_FIRST_AFTER = re.compile(r",[ \t]([A-ZÀ-ÖØ-Þ][\w'’-]+)(?![\w'’-])")
 _LAST_FIRST_BEFORE = re.compile(r"([A-ZÀ-ÖØ-Þ][\w'’-]+),[ \t]$")
+# Types whose findings need no second opinion from the model (cue- and field-based names,
+# street addresses, e-mail addresses that hold a name).
+_COVERING = frozenset(["PERSON", "STREET_ADDRESS", "EMAIL_ADDRESS"])
 _NER_ENTITIES = ["PERSON", "LOCATION", "ORGANIZATION"]
 _PRESIDIO_ERRORS = (ValueError, RuntimeError, KeyError, IndexError, TypeError, AttributeError)
 
@@ -144,7 +147,15 @@ class Detector:
                     masked[i] = spans
         per_text: list[list[Candidate]] = [self._own(n.text) for n in normalized]
         if self._use_ner:
-            for index, candidate in self._ner(normalized):
+            covered = [
+                [
+                    (c.start, c.end)
+                    for c in found
+                    if c.entity_type in _COVERING and c.score >= self._spec.threshold
+                ]
+                for found in per_text
+            ]
+            for index, candidate in self._ner(normalized, covered):
                 per_text[index].append(candidate)
         plain = [i for i, ref in enumerate(texts) if ARGS_POINTER_SEP not in ref.path]
         pieces = [structured_view(normalized[i].text) for i in plain]
@@ -175,7 +186,9 @@ class Detector:
             found.extend(deny_list.find(text))
         return found
 
-    def _ner(self, normalized: Sequence[NormalizedText]) -> Iterable[tuple[int, Candidate]]:
+    def _ner(
+        self, normalized: Sequence[NormalizedText], covered: Sequence[Sequence[tuple[int, int]]]
+    ) -> Iterable[tuple[int, Candidate]]:
         """spaCy NER (through Presidio) over the candidate windows of all texts in one call."""
         pieces: list[str] = []
         origins: list[tuple[int, int, int]] = []  # (doc offset, text index, text offset)
@@ -183,7 +196,7 @@ class Detector:
         pairs: list[tuple[tuple[int, int], ...]] = []
         offset = 0
         for index, norm in enumerate(normalized):
-            windows = ner_windows(norm.text)
+            windows = ner_windows(norm.text, covered[index])
             recased.append(windows.recased)
             pairs.append(windows.pairs if windows.english else ())
             for lo, hi in windows.spans:
@@ -323,20 +336,34 @@ def _unknown_words(value: str) -> bool:
 
 
 def _unknown_pair(text: str, start: int, end: int) -> Candidate | None:
-    """A capitalized pair the model left unlabelled (or called a place) whose words English
-    does not know: ``The Imogen Castellanos account``, ``??? Tymoteusz Filiks``."""
+    """Capitalized words the model left unlabelled (or called a place) that look like a name
+    English does not know: most of them unknown (``The Imogen Castellanos account``,
+    ``Tymoteusz Filiks``, ``Rafaela Moreira Dias``), or, in mid-sentence, an unknown last word
+    (``thank Precious Mahlangu``). Leading English words are dropped first (``Signed, Ferreira-Lobo, Inês``)."""
     value = text[start:end]
-    words = value.replace(",", " ").split()
-    names = [w for w in words if w.lower() not in _PARTICLES]
+    words = [(m.start() + start, m.group()) for m in re.finditer(r"[^\s,]+", value)]
+    names = [w for w in words if w[1].lower() not in _PARTICLES]
+    while len(names) > 2 and (names[0][1] in NOT_NAME_START or is_english_word(names[0][1])):
+        names.pop(0)
+    if len(names) < 2:
+        return None
+    first = names[0][0]
+    words = [w for w in words if w[0] >= first]
+    span = text[first:end]
     if (
-        len(names) < 2
-        or not _name_words(words)
-        or is_public_figure(value)
-        or any(w.lower().strip(".'’") in _BRANDS or w.lower() in _ORG_WORDS for w in words)
-        or any(w in NOT_NAME_START or is_english_word(w) for w in names)
+        not _name_words([w for _, w in words])
+        or is_public_figure(span)
+        or any(w.lower().strip(".'’") in _BRANDS or w.lower() in _ORG_WORDS for _, w in words)
+        or names[0][1] in NOT_NAME_START
     ):
         return None
-    return Candidate("PERSON", 0.6, start, end, "bastion-name-shape")
+    unknown = [not is_english_word(w) for _, w in names]
+    if sum(unknown) >= 2 and 2 * sum(unknown) > len(names):
+        return Candidate("PERSON", 0.6, first, end, "bastion-name-shape")
+    mid_sentence = first > 0 and not _SENTENCE_START.search(text, max(0, first - 8), first)
+    if unknown[-1] and mid_sentence:  # not "Quarterly Mahlangu" heading a sentence
+        return Candidate("PERSON", 0.6, first, end, "bastion-name-shape")
+    return None
 
 
 def _name_words(words: list[str]) -> bool:

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.detect import Detector
 from tests.detect.conftest import find_in
+from tests.detect.names_independent import NAMED_SENTENCES, leaked_names
 
 FOUND = [
     # (id, text, the text a PERSON finding must cover)
@@ -65,3 +66,14 @@ def test_not_a_person(detector: Detector, text: str, words: tuple[str, ...]) -> 
     persons = [span for t, span in find_in(detector, text) if t == "PERSON"]
     assert persons == [], persons
     del words
+
+
+# Measured when written: 4/90 leaked on the first run (before the name-shape rules), 0/90 after.
+MAX_INDEPENDENT_LEAK_RATE = 0.02
+
+
+def test_independent_name_set_leaks_at_most_two_percent(detector: Detector) -> None:
+    """On a hand-written set of 90 names in varied sentences and forms (not from the corpus
+    generator), at most 2 % still appear after pseudonymize-everything sanitizing."""
+    leaked = leaked_names(detector.analyze)
+    assert len(leaked) / len(NAMED_SENTENCES) <= MAX_INDEPENDENT_LEAK_RATE, leaked
