@@ -296,21 +296,25 @@ def _start_worker(ctx: Any, index: int, version: str, spec: DetectionSpec) -> _W
     finally:
         child.close()
     worker = _Worker(index, process, parent, None)
-    try:
-        parent.send((version, spec, _WARM_UP))
-        if not parent.poll(START_TIMEOUT_S):
-            raise TimeoutError
-        reply = parent.recv()
-    except (OSError, EOFError, TimeoutError) as exc:
-        logger.error("detection worker %d did not warm up (%s)", index, type(exc).__name__)
-        worker.kill()
-        return None
-    if not reply[0]:
+    # Warm with the policy's spec; if that spec cannot be built, warm with the default one (the
+    # worker is sound, the policy is not: its requests fail closed naming the error, and the
+    # worker is not restarted over and over).
+    for warm_version, warm_spec in ((version, spec), (None, DetectionSpec())):
+        try:
+            parent.send((warm_version, warm_spec, _WARM_UP))
+            if not parent.poll(START_TIMEOUT_S):
+                raise TimeoutError
+            reply = parent.recv()
+        except (OSError, EOFError, TimeoutError) as exc:
+            logger.error("detection worker %d did not warm up (%s)", index, type(exc).__name__)
+            worker.kill()
+            return None
+        if reply[0]:
+            worker.version = warm_version
+            return worker
         logger.error("detection worker %d cannot build the policy's detector (%s)", index, reply[1])
-        worker.kill()
-        return None
-    worker.version = version
-    return worker
+    worker.kill()
+    return None
 
 
 # -- the pool -------------------------------------------------------------------------------
@@ -344,11 +348,8 @@ class DetectionPool:
         self.queue = _FairQueue(max_jobs=max_jobs, identity_max_chars=identity_max_chars)
         self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
-            # Imported once in the fork server, so a replaced worker starts in about the time
-            # its spaCy model takes to load.
-            self._ctx.set_forkserver_preload(
-                ["gateway.detect.detector", "presidio_analyzer", "spacy"]
-            )
+            # The fork server loads the spaCy model once; workers fork from it ready.
+            self._ctx.set_forkserver_preload(["gateway.detect._forkserver_preload"])
         self._on_refused = on_refused
         self._on_restart = on_restart
         self._latest: tuple[str, DetectionSpec] = ("", DetectionSpec())

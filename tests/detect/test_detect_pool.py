@@ -280,3 +280,28 @@ def test_closed_pool_refuses_work() -> None:
     with pytest.raises(DetectorBusy) as caught:
         _run(p.analyze("spiffe://t/svc/a", "default", DetectionSpec(), [TextRef("p", "x")]))
     assert caught.value.reason == "closed"
+
+
+def test_pool_starts_when_the_live_policy_spec_cannot_be_built() -> None:
+    """A policy whose detection spec is broken does not keep workers from starting (they warm
+    with the default spec): its requests fail closed with SpecError, a good spec is served."""
+    bad = DetectionSpec(
+        recognizers=(
+            RegexRecognizerSpec(
+                name="broken",
+                entity_type="X",
+                patterns=(PatternSpec(name="p", regex=r"[unclosed", score=0.5),),
+            ),
+        )
+    )
+    p = DetectionPool(processes=1, timeout_s=60.0, max_jobs=8, identity_max_chars=10**6)
+    p.start("v-bad", bad)
+    try:
+        _ready(p)
+        texts = [TextRef("prompt", "SSN 078-05-1120")]
+        with pytest.raises(SpecError):
+            _run(p.analyze("spiffe://t/svc/a", "v-bad", bad, texts))
+        good = _run(p.analyze("spiffe://t/svc/a", "v-good", DetectionSpec(), texts))
+        assert [f.entity_type for f in good] == ["US_SSN"]
+    finally:
+        p.close()
