@@ -68,6 +68,11 @@ class _Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     n: Literal[1] = 1
     user: str | None = Field(default=None, max_length=256)
+    # vLLM's extensions (not in OpenAI's API), for benchmarks and clients that need a length:
+    # ignore_eos keeps generating past end-of-sequence tokens until max_tokens (or a stop
+    # string); min_tokens forbids end-of-sequence tokens until that many tokens exist.
+    ignore_eos: bool = False
+    min_tokens: int = Field(default=0, ge=0)
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:

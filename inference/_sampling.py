@@ -23,6 +23,8 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM extension: end-of-sequence tokens do not end the sequence
+    min_tokens: int = 0  # vLLM extension: no end-of-sequence token before this many tokens
 
     @property
     def greedy(self) -> bool:

@@ -10,7 +10,7 @@ Every lever an operator may turn is here, with its trade-off::
     runtime:
       device: auto               # auto | cpu | cuda
       dtype: float32             # float32 | bfloat16 | float16 (CUDA only)
-      quantization: none         # none | int8 (CPU, dynamic) | nf4 (CUDA, bitsandbytes)
+      quantization: none         # none | int8 | int4 (CPU, weight-only, bfloat16) | nf4 (CUDA)
       attn_implementation: sdpa  # sdpa | eager | flash_attention_2 (CUDA only)
       threads: null              # torch intra-op threads; null = all cores
     batching:
@@ -21,6 +21,7 @@ Every lever an operator may turn is here, with its trade-off::
       max_prefill_tokens: 4096
       max_queue_tokens: 65536
       default_max_tokens: 256
+      prefix_cache_tokens: 4096  # 0 disables prefix reuse
     warmup: {enabled: true}
     server:
       host: 127.0.0.1
@@ -80,6 +81,7 @@ class DType(StrEnum):
 class Quantization(StrEnum):
     NONE = "none"
     INT8 = "int8"
+    INT4 = "int4"
     NF4 = "nf4"
 
 
@@ -128,8 +130,11 @@ class RuntimeConfig(BaseModel):
     # from single-request ones (float32 keeps them equal). float16: CUDA only (CPU fp16
     # kernels are slow and overflow-prone).
     dtype: DType = DType.FLOAT32
-    # int8: dynamic int8 Linear layers on CPU; ~4x smaller Linear weights, small quality loss
-    # (see `bastion model quantize` for the report). nf4: 4-bit bitsandbytes on CUDA only.
+    # int8: weight-only int8, one scale per output channel; int4: weight-only 4-bit, a scale and
+    # zero point per 32 input channels. CPU, with dtype bfloat16 (activations): Linear weights
+    # 2x / 4x smaller than bfloat16; quality traded in `bastion model quantize` (perplexity,
+    # greedy agreement). Applied at load to the decrypted weights; nothing is written to disk.
+    # nf4: 4-bit bitsandbytes on CUDA only.
     quantization: Quantization = Quantization.NONE
     # sdpa: PyTorch fused attention, the default. eager: plain matmul/softmax, slower, for
     # debugging numerics. flash_attention_2: CUDA + flash-attn package + fp16/bf16 only.
@@ -144,10 +149,14 @@ class RuntimeConfig(BaseModel):
                 "attn_implementation 'paged' serves only transformers' own continuous-batching "
                 "manager; this worker batches with its own slot KV cache. Use 'sdpa' (default)"
             )
-        if self.quantization is Quantization.INT8 and self.dtype is not DType.FLOAT32:
+        if (
+            self.quantization in (Quantization.INT8, Quantization.INT4)
+            and self.dtype is not DType.BFLOAT16
+        ):
             raise ValueError(
-                f"quantization 'int8' (dynamic, CPU) quantizes float32 Linear layers; dtype "
-                f"{self.dtype.value!r} cannot be combined with it. Set dtype: float32"
+                f"quantization {self.quantization.value!r} (weight-only, CPU) computes in "
+                f"bfloat16; dtype {self.dtype.value!r} cannot be combined with it (its packed "
+                "kernels are ~20x slower with float32 activations). Set dtype: bfloat16"
             )
         if (
             self.attn_implementation is AttnImplementation.FLASH_ATTENTION_2
@@ -182,6 +191,12 @@ class BatchingConfig(BaseModel):
     max_queue_tokens: int = Field(default=65536, ge=1)
     # max_tokens when the request gives none (still capped by max_total_tokens).
     default_max_tokens: int = Field(default=256, ge=1)
+    # Tokens of prompt prefixes whose keys/values are kept for reuse (a repeated system prompt
+    # is prefilled once, not per request); least recently used evicted beyond it. Memory:
+    # this x the KV bytes per token (SmolLM2-135M: 23 KiB bfloat16, 45 KiB float32). 0 turns
+    # it off; a cached prefix answers faster, so a caller able to time the worker could learn
+    # that a recent prompt began with a given text (see inference._prefix). CPU fast path only.
+    prefix_cache_tokens: int = Field(default=4096, ge=0, le=1 << 20)
 
     @model_validator(mode="after")
     def _limits(self) -> BatchingConfig:
@@ -379,10 +394,10 @@ def check_runtime(runtime: RuntimeConfig, *, cuda_available: bool) -> str:
                 "attn_implementation 'flash_attention_2' runs only on CUDA; on CPU use 'sdpa'"
             )
     else:
-        if runtime.quantization is Quantization.INT8:
+        if runtime.quantization in (Quantization.INT8, Quantization.INT4):
             raise WorkerConfigError(
-                "quantization 'int8' is PyTorch dynamic quantization, CPU kernels only; on CUDA "
-                "use 'nf4' or 'none'"
+                f"quantization {runtime.quantization.value!r} uses PyTorch's packed CPU "
+                "kernels only; on CUDA use 'nf4' or 'none'"
             )
         if (
             runtime.quantization is Quantization.NF4

@@ -29,6 +29,8 @@ class ServedModel:
     name: str
     device: torch.device
     load_seconds: float
+    # the CPU fast path, built here when quantization shapes its weights (else by the engine)
+    fast: Any = field(default=None, repr=False)
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -89,7 +91,8 @@ def _to_nf4(model: Any, dtype: torch.dtype) -> Any:  # pragma: no cover - CUDA +
 
 def load_served_model(config: WorkerConfig, device: str) -> ServedModel:
     """Read, configure and place the model; ``device`` comes from :func:`check_runtime`."""
-    from inference.quantize import quantize_int8
+    from inference._fastpath import FastLlama, supports
+    from inference._weightonly import quantize_model, quantized_linear
 
     started = time.perf_counter()
     loaded = _read(config)
@@ -102,8 +105,17 @@ def load_served_model(config: WorkerConfig, device: str) -> ServedModel:
             f"attention implementation {runtime.attn_implementation.value!r} is not available "
             f"for this model: {exc}"
         ) from None
-    if runtime.quantization is Quantization.INT8:
-        model = quantize_int8(model)
+    fast = None
+    if runtime.quantization in (Quantization.INT8, Quantization.INT4):
+        method, dtype = runtime.quantization.value, getattr(torch, runtime.dtype.value)
+        if supports(model):
+            fast = FastLlama(
+                model,
+                max_positions=config.batching.max_total_tokens + 1,
+                make_linear=lambda w: quantized_linear(w, method, dtype),
+            )
+        else:
+            model = quantize_model(model, method, dtype=dtype)
     elif runtime.quantization is Quantization.NF4:
         model = _to_nf4(model, getattr(torch, runtime.dtype.value))
     model = model.to(torch.device(device)).eval()
@@ -114,4 +126,5 @@ def load_served_model(config: WorkerConfig, device: str) -> ServedModel:
         name=name,
         device=torch.device(device),
         load_seconds=time.perf_counter() - started,
+        fast=fast,
     )

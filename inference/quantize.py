@@ -1,15 +1,27 @@
-"""Int8 dynamic quantization on CPU, and the quality report an operator reads before serving it.
+"""Weight-only quantization on CPU, and the quality report an operator reads before serving it.
+
+Methods (``runtime.quantization`` and ``bastion model quantize --method``):
+
+- ``int8``: every Linear weight as int8 with one float scale per output channel (symmetric);
+  activations stay bfloat16. Kernel: ``torch.ops.aten._weight_int8pack_mm``.
+- ``int4``: 4-bit weights with a scale and zero point per group of ``INT4_GROUP`` input
+  channels (asymmetric); activations bfloat16. Kernel: ``_weight_int4pack_mm_for_cpu``.
+- ``bf16`` (report only; serve it with ``runtime.dtype: bfloat16``): the bfloat16 model itself.
+
+The earlier dynamic int8 (activations quantized per batch at run time) is gone: on SmolLM2-135M
+it raised eval perplexity 25.7 -> 31.3 (greedy agreement 40.6 %). Weight-only keeps activations
+in floating point, which is where that loss came from.
 
 ``bastion model quantize SRC --method int8 --out FILE`` loads SRC (a plaintext model directory,
 or an encrypted artifact opened through the HSM named by ``BASTION_HSM_*``), quantizes a copy,
-and measures what was traded: perplexity on a bundled English text (``data/eval.txt``) before and
-after, teacher-forced top-1 agreement, greedy continuations compared token by token, and the
-bytes of Linear weights. FILE receives the report as JSON.
+and measures what was traded against the float32 model: perplexity on a bundled English text
+(``data/eval.txt``) before and after, teacher-forced top-1 agreement, greedy continuations
+compared token by token, and the bytes of Linear weights. FILE receives the report as JSON.
 
 The quantized weights are deliberately not written: they would be a second, plaintext copy of
-the model on disk. Int8 dynamic quantization is deterministic from the original weights, so the
-worker applies it at load time (``runtime.quantization: int8``) to the encrypted artifact, and
-this report describes exactly what it will serve.
+the model on disk. Quantization is deterministic from the original weights, so the worker
+applies it at load time (``runtime.quantization``) to the decrypted encrypted artifact, and this
+report describes exactly what it will serve (the same functions quantize both).
 """
 
 from __future__ import annotations
@@ -18,15 +30,14 @@ import argparse
 import copy
 import json
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QuantizeReport", "quantize_int8", "quantize_report", "register_quantize"]
+__all__ = ["METHODS", "QuantizeReport", "quantize_model", "quantize_report", "register_quantize"]
 
-METHODS = ("int8",)
+METHODS = ("int8", "int4", "bf16")
 _PROMPTS = (
     "The capital of France is",
     "To make a cup of tea, first",
@@ -59,51 +70,24 @@ class QuantizeReport:
         return data
 
 
-# Linear layers left in float: the MLP down projection sees the SwiGLU activation outliers, and
-# dynamic per-tensor activation quantization there is what wrecks quality (SmolLM2-135M: eval
-# perplexity 25.7 -> 75 with it quantized, 31 without); the vocabulary projection is the other
-# sensitive one. Measured with `bastion model quantize` (figures in the report).
-KEEP_FLOAT = ("down_proj", "lm_head")
+def quantize_model(model: Any, method: str) -> Any:
+    """``model`` in place as served with ``runtime.quantization: method`` (bfloat16 compute)."""
+    from inference._weightonly import quantize_model as quantize
 
-
-def quantize_int8(model: Any, *, keep_float: tuple[str, ...] = KEEP_FLOAT) -> Any:
-    """A copy of ``model`` with its ``nn.Linear`` layers as dynamic int8 layers (CPU kernels):
-    per-channel int8 weights, activations quantized per batch at run time; layers whose name
-    ends with one of ``keep_float`` stay float."""
-    import torch
-
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency;
-        # the eager dynamic path still works in the pinned torch (pyproject.toml).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        # ... and PyTorch flags quantized tensor dtypes (qint8) for future removal (#184982).
-        warnings.filterwarnings(
-            "ignore", message=r"torch\.quantize_per_tensor", category=UserWarning
-        )
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        spec = {
-            name: per_channel_dynamic_qconfig
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and not name.endswith(keep_float)
-        }
-        quantized = quantize_dynamic(  # type: ignore[no-untyped-call]
-            model, spec, dtype=torch.qint8
-        )
-    return quantized.eval()
+    return quantize(model, method)
 
 
 def _linear_bytes(model: Any) -> int:
     import torch
 
+    from inference._weightonly import WeightOnlyLinear
+
     total = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             total += module.weight.numel() * module.weight.element_size()
-        elif hasattr(module, "_packed_params") and callable(getattr(module, "weight", None)):
-            weight = module.weight()
-            total += weight.numel() * weight.element_size()
-            total += 4 * weight.shape[0]  # per-channel scale/zero point order of magnitude
+        elif isinstance(module, WeightOnlyLinear):
+            total += module.weight_bytes
     return total
 
 
@@ -151,7 +135,7 @@ def quantize_report(model: Any, tokenizer: Any, *, method: str = "int8") -> Quan
         raise RequestError(f"unknown quantization method {method!r}; choose one of {METHODS}")
     limit = int(getattr(model.config, "max_position_embeddings", 1024) or 1024)
     ids = _eval_ids(tokenizer, min(limit, 1024))
-    quantized = quantize_int8(copy.deepcopy(model))
+    quantized = quantize_model(copy.deepcopy(model), method)
     original_logits = _logits(model, ids)
     quantized_logits = _logits(quantized, ids)
     agree = float((original_logits.argmax(-1) == quantized_logits.argmax(-1)).float().mean().item())

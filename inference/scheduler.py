@@ -376,6 +376,16 @@ class Scheduler:
             self._metrics.gpu_memory.add(float(torch.cuda.memory_allocated()))
 
     def _accept_all(self, logits: torch.Tensor, first_row: int) -> None:
+        suppress = [
+            i
+            for i in range(logits.shape[0])
+            if self._running[first_row + i].generated
+            < self._running[first_row + i].params.min_tokens
+        ]
+        if suppress:  # min_tokens: end-of-sequence tokens cannot be chosen yet
+            logits[
+                torch.tensor(suppress)[:, None], torch.tensor(sorted(self._eos))[None, :]
+            ] = -math.inf
         greedy = logits.argmax(-1).tolist()
         finished: list[int] = []
         now = time.monotonic()
@@ -399,7 +409,7 @@ class Scheduler:
         request.last_token = token
         request.last_at = now
         reason: str | None = None
-        if token in self._eos:
+        if token in self._eos and not request.params.ignore_eos:
             reason = "stop"
         else:
             delta = request.assembler.push(token)

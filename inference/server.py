@@ -109,6 +109,9 @@ def _boot(state: WorkerState, before_ready: Callable[[], None] | None) -> None:
             served.model,
             max_rows=config.batching.max_batch_size,
             pad_token_id=int(pad) if pad is not None else min(eos),
+            max_positions=config.batching.max_total_tokens + 1,
+            prefix_cache_tokens=config.batching.prefix_cache_tokens,
+            fast=served.fast if served.fast is not None else True,
         )
         scheduler = Scheduler(
             engine, served.tokenizer, config.batching, state.metrics, eos_token_ids=eos
@@ -362,12 +365,21 @@ async def _generate(request: Request, *, chat: bool) -> Response:
         requested = parsed.max_tokens
     if not prompt:
         raise RequestError("the prompt is empty after tokenization", param="prompt")
+    max_tokens = scheduler.max_tokens_for(len(prompt), requested)
+    if parsed.min_tokens > max_tokens:
+        raise RequestError(
+            f"min_tokens is above max_tokens ({max_tokens})",
+            param="min_tokens",
+            code="invalid_request",
+        )
     params = SamplingParams(
-        max_tokens=scheduler.max_tokens_for(len(prompt), requested),
+        max_tokens=max_tokens,
         temperature=parsed.temperature,
         top_p=parsed.top_p,
         stop=parsed.stop_strings(),
         seed=parsed.seed,
+        ignore_eos=parsed.ignore_eos,
+        min_tokens=parsed.min_tokens,
     )
     handle = scheduler.submit(prompt, params)
     shape = ResponseShape(

@@ -212,3 +212,27 @@ def test_openai_sdk_client_works(worker: RunningWorker) -> None:
     assert full.choices[0].message.content == streamed
     assert full.usage is not None
     assert full.usage.completion_tokens <= 8
+
+
+def test_ignore_eos_and_min_tokens_extend_generation(client: httpx.Client) -> None:
+    """vLLM's extensions: ignore_eos runs to max_tokens past end-of-sequence; min_tokens forbids
+    end-of-sequence before that many tokens; min_tokens above max_tokens is refused by name."""
+    early = None
+    for seed in range(40):  # a sampled answer that ends on EOS early, whatever the tiny weights
+        body = chat_body("Hello", max_tokens=40, temperature=1.0, seed=seed)
+        answer = client.post("/v1/chat/completions", json=body).json()
+        if (
+            answer["choices"][0]["finish_reason"] == "stop"
+            and answer["usage"]["completion_tokens"] < 10
+        ):
+            early = body
+            break
+    assert early is not None, "no seed ended early; the test would prove nothing"
+    fixed = client.post("/v1/chat/completions", json={**early, "ignore_eos": True}).json()
+    assert fixed["choices"][0]["finish_reason"] == "length"
+    assert fixed["usage"]["completion_tokens"] == 40
+    floor = client.post("/v1/chat/completions", json={**early, "min_tokens": 10}).json()
+    assert floor["usage"]["completion_tokens"] >= 10
+    refused = client.post("/v1/chat/completions", json={**early, "min_tokens": 41})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "min_tokens"

@@ -39,7 +39,8 @@ def _base(**sections: Any) -> dict[str, Any]:
         (_base(batching={"max_batch": 4}), "unknown key 'batching.max_batch'"),
         (_base(runtime={"dtype": "float8"}), "runtime.dtype"),
         (_base(runtime={"attn_implementation": "paged"}), "paged"),
-        (_base(runtime={"quantization": "int8", "dtype": "bfloat16"}), "int8"),
+        (_base(runtime={"quantization": "int8"}), "Set dtype: bfloat16"),
+        (_base(runtime={"quantization": "int4", "dtype": "float32"}), "Set dtype: bfloat16"),
         (_base(runtime={"attn_implementation": "flash_attention_2"}), "float16 or bfloat16"),
         (
             _base(
@@ -63,7 +64,8 @@ def _base(**sections: Any) -> dict[str, Any]:
         "unknown-nested",
         "bad-dtype",
         "paged-attention",
-        "int8-with-bf16",
+        "int8-with-float32",
+        "int4-with-float32",
         "flash-with-fp32",
         "kv-below-total",
         "input-above-total",
@@ -87,9 +89,10 @@ def test_invalid_config_is_refused_with_the_reason(data: dict[str, Any], needle:
         ({"quantization": "nf4"}, False, "only on CUDA"),
         ({"attn_implementation": "flash_attention_2", "dtype": "bfloat16"}, False, "only on CUDA"),
         ({"device": "cuda"}, False, "no CUDA device"),
-        ({"quantization": "int8"}, True, "CPU kernels only"),
+        ({"quantization": "int8", "dtype": "bfloat16"}, True, "CPU kernels only"),
+        ({"quantization": "int4", "dtype": "bfloat16"}, True, "CPU kernels only"),
     ],
-    ids=["fp16-cpu", "nf4-cpu", "flash-cpu", "cuda-missing", "int8-cuda"],
+    ids=["fp16-cpu", "nf4-cpu", "flash-cpu", "cuda-missing", "int8-cuda", "int4-cuda"],
 )
 def test_machine_dependent_combinations_are_refused(
     runtime: dict[str, Any], cuda: bool, needle: str

@@ -161,3 +161,75 @@ def test_top_p_keeps_only_the_nucleus() -> None:
     logits = torch.tensor([5.0, 1.0, 0.5, 0.1])
     sampler = Sampler(SamplingParams(max_tokens=1, temperature=1.0, top_p=0.1, seed=1))
     assert {sampler.sample(logits, 0) for _ in range(50)} == {0}
+
+
+def _run_groups(engine: BatchEngine, groups: list[list[list[int]]], steps: int) -> list[list[int]]:
+    """Prefill each group in turn (after the previous one decoded ``steps`` tokens), greedy."""
+    outputs: list[list[int]] = []
+    for group in groups:
+        logits, _ = engine.prefill(group)
+        rows = [[int(logits[j].argmax())] for j in range(len(group))]
+        for _ in range(steps - 1):
+            logits, _ = engine.decode([r[-1] for r in rows])
+            for j, r in enumerate(rows):
+                r.append(int(logits[j].argmax()))
+        engine.remove(list(range(engine.rows)))
+        outputs.extend(rows)
+    return outputs
+
+
+@pytest.mark.parametrize(
+    ("prefix_len", "suffix_lens", "expect_hits"),
+    [
+        (48, [[7], [3, 9, 5]], True),  # cached by the first request, reused by the group
+        (40, [[4, 11, 2]], False),  # one group: its shared prefix prefilled once, then cached
+        (40, [[4], [6, 6]], True),  # same-length suffixes: no padding between prefix and suffix
+        (8, [[5], [5, 6]], False),  # shorter than one block: nothing to reuse
+    ],
+    ids=["cached-then-reused", "shared-within-group", "no-padding", "below-one-block"],
+)
+def test_prefix_cache_gives_the_tokens_of_a_full_prefill(
+    tiny: Any, prefix_len: int, suffix_lens: list[list[int]], expect_hits: bool
+) -> None:
+    """Requests sharing a prefix reuse its keys/values and still produce exactly the greedy
+    tokens each produces alone (transformers' own cache, no reuse)."""
+    torch.manual_seed(1)
+    vocab = tiny.model.config.vocab_size
+    prefix = torch.randint(3, vocab, (prefix_len,)).tolist()
+    groups = [
+        [prefix + torch.randint(3, vocab, (n,)).tolist() for n in lengths]
+        for lengths in suffix_lens
+    ]
+    engine = BatchEngine(tiny.model, max_rows=4, pad_token_id=0, prefix_cache_tokens=1024)
+    assert engine.fast is not None
+    got = _run_groups(engine, groups, 12)
+    want = [_oracle(tiny.model, prompt, 12) for group in groups for prompt in group]
+    assert got == want
+    assert (engine.prefix_cache.hits > 0) is expect_hits
+    if prefix_len >= 16:
+        assert engine.prefix_cache.tokens > 0
+
+
+def test_prefix_cache_evicts_within_its_budget(tiny: Any) -> None:
+    """Entries beyond prefix_cache_tokens are evicted least recently used; a hit needs equal
+    tokens, not just an equal hash."""
+    from inference._prefix import PrefixCache
+
+    cache = PrefixCache(64)
+    kv = [(torch.zeros(1, 1, 48, 2), torch.zeros(1, 1, 48, 2))]
+    cache.insert(list(range(48)), kv)
+    cache.insert(list(range(100, 148)), kv)  # 96 tokens > 64: the first entry goes
+    assert cache.tokens == 48
+    assert cache.lookup([*range(48), 1], 48)[0] == 0
+    assert cache.lookup([*range(100, 148), 1], 48)[0] == 48
+    assert cache.lookup(list(range(100, 132)) + [7] * 16, 48)[0] == 32
+
+
+def test_fast_path_matches_transformers_forward(tiny: Any) -> None:
+    """float32: the lean forward and transformers' forward give the same greedy tokens."""
+    torch.manual_seed(2)
+    vocab = tiny.model.config.vocab_size
+    groups = [[torch.randint(3, vocab, (n,)).tolist() for n in (6, 13, 9)]]
+    fast = _run_groups(BatchEngine(tiny.model, max_rows=4, pad_token_id=0), groups, 30)
+    slow = _run_groups(BatchEngine(tiny.model, max_rows=4, pad_token_id=0, fast=False), groups, 30)
+    assert fast == slow
