@@ -387,21 +387,21 @@ def default_gateway(
     def start(**sections: Any) -> RunningGateway:
         key = tmp_path / "digest.key"
         key.write_text("k" * 48)
-        return start_gateway(
-            upstreams={
+        config: dict[str, Any] = {
+            "upstreams": {
                 "openai": {"kind": "managed", "base_url": recording_upstream.url},
                 "worker": {"kind": "onprem", "base_url": onprem_upstream.url},
             },
-            models={"chat-default": {"upstream": "worker"}},
-            policy={"file": str(DEFAULT_POLICY), "reload_interval_s": 5},
-            audit={
+            "models": {"chat-default": {"upstream": "worker"}},
+            "policy": {"file": str(DEFAULT_POLICY), "reload_interval_s": 5},
+            "audit": {
                 "backend": "sqlite",
                 "path": str(tmp_path / "audit.db"),
                 "digest_key_file": str(key),
             },
-            signing={"key_file": str(tmp_path / "signing.key")},
-            **sections,
-        )
+            "signing": {"key_file": str(tmp_path / "signing.key")},
+        }
+        return start_gateway(**{**config, **sections})
 
     return start
 
