@@ -509,7 +509,7 @@ class EventStream:
                 if sse is None:
                     self._decoder.end()
                     return None
-                self._answer_bytes += len(sse.data)
+                self._answer_bytes += len(sse.data.encode())
                 if self._answer_bytes > pool._max_answer_bytes:
                     raise pool._too_large()
                 payload = self._decoder.event(sse)

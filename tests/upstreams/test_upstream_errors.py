@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
@@ -55,7 +56,7 @@ def _httpx2_exception_classes() -> list[type[BaseException]]:
 def _instance(cls: type[BaseException]) -> BaseException:
     request = httpx2.Request("POST", "https://upstream.example/v1/chat/completions")
     response = httpx2.Response(500, request=request)
-    attempts = (
+    attempts: tuple[Callable[[], BaseException], ...] = (
         lambda: cls(SECRET_TEXT, request=request, response=response),  # type: ignore[call-arg]
         lambda: cls(SECRET_TEXT, request=request),  # type: ignore[call-arg]
         lambda: cls(SECRET_TEXT),
