@@ -1,9 +1,14 @@
 """The OpenAPI document served at ``/openapi.json`` (OpenAI-compatible subset plus Bastion's
-headers and error shape)."""
+headers and error shape). The request bodies are generated from the typed models, so the
+document cannot drift from what the gateway accepts."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from gateway.api.schemas import ChatCompletionRequest, CompletionRequest, field_roles
 
 __all__ = ["OPENAPI_DOCUMENT"]
 
@@ -50,33 +55,23 @@ def _errors(*codes: int) -> dict[str, Any]:
     }
 
 
-_MESSAGE = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
-        "role": {"enum": ["system", "developer", "user", "assistant", "tool", "function"]},
-        "content": {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "object"}},
-                {"type": "null"},
-            ]
-        },
-        "name": {"type": "string", "maxLength": 256},
-        "tool_calls": {"type": "array", "items": {"type": "object"}},
-        "tool_call_id": {"type": "string"},
-    },
-}
+def _request_schemas() -> dict[str, Any]:
+    """The request models' JSON Schemas, generated from :mod:`gateway.api.schemas` (the one
+    source of truth), each property annotated with its gate role (``x-bastion-role``)."""
+    _, document = models_json_schema(
+        [(ChatCompletionRequest, "validation"), (CompletionRequest, "validation")],
+        by_alias=True,
+        ref_template="#/components/schemas/{model}",
+    )
+    defs: dict[str, Any] = document["$defs"]
+    for model_name, wire, role in field_roles():
+        prop = defs.get(model_name, {}).get("properties", {}).get(wire)
+        if prop is not None:
+            prop["x-bastion-role"] = role.value
+    return defs
 
-_COMMON = {
-    "model": {"type": "string", "minLength": 1, "maxLength": 256},
-    "stream": {"type": "boolean"},
-    "max_tokens": {"type": "integer", "minimum": 1},
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-    "seed": {"type": "integer"},
-}
+
+_SCHEMAS = _request_schemas()
 
 
 def _completion_op(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -109,30 +104,11 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
     "paths": {
         "/v1/chat/completions": _completion_op(
             "Chat completion (policy-routed on-prem, managed after sanitization, or denied)",
-            {
-                "type": "object",
-                "required": ["model", "messages"],
-                "properties": {
-                    **_COMMON,
-                    "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
-                },
-            },
+            {"$ref": "#/components/schemas/ChatCompletionRequest"},
         ),
         "/v1/completions": _completion_op(
             "Legacy text completion",
-            {
-                "type": "object",
-                "required": ["model", "prompt"],
-                "properties": {
-                    **_COMMON,
-                    "prompt": {
-                        "oneOf": [
-                            {"type": "string"},
-                            {"type": "array", "items": {"type": "string"}},
-                        ]
-                    },
-                },
-            },
+            {"$ref": "#/components/schemas/CompletionRequest"},
         ),
         "/v1/models": {
             "get": {
@@ -156,5 +132,5 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
             }
         },
     },
-    "components": {"schemas": {"Error": _ERROR}},
+    "components": {"schemas": {**_SCHEMAS, "Error": _ERROR}},
 }
