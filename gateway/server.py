@@ -336,12 +336,13 @@ def _checker_from_ca_file(crl: Path, ca: Path) -> RevocationChecker:
     from cryptography import x509
 
     try:
-        certificate = x509.load_pem_x509_certificate(ca.read_bytes())
+        certificates = x509.load_pem_x509_certificates(ca.read_bytes())
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"tls.ca {ca} cannot be read as a PEM certificate ({type(exc).__name__})"
         ) from None
-    return RevocationChecker(crl, certificate)
+    # Every CA certificate of the file (ca-bundle.pem after a rotation), re-read as CRLs change.
+    return RevocationChecker(crl, certificates, ca_path=ca)
 
 
 async def _run(

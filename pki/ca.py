@@ -6,8 +6,9 @@ A CA directory holds::
     ca.key          its private key, PKCS#8 encrypted with the operator's passphrase; absent
                     when the key lives in the HSM (``init --hsm``), where it never leaves the token
     ca.json         trust domain and key location (``file`` + path, or ``hsm`` + token label)
-    ca-bundle.pem   after a rotation: the current CA certificate and the previous ones, so
-                    certificates issued before it keep verifying until they expire
+    ca-bundle.pem   the current CA certificate and, after a rotation, the previous ones, so
+                    certificates issued before it keep verifying until they expire (point the
+                    gateway's ``tls.ca`` here)
     previous/       the certificates (and file keys) of rotated-out CA keys
     issued.jsonl    one line per issued certificate: serial, kind, subject, SANs, validity
     revoked.jsonl   one line per revocation: serial, time, reason
@@ -258,7 +259,9 @@ class CA:
         elif key_meta is None:
             raise IssueError("an external CA signer needs key_meta to record where the key is")
         certificate = _self_signed(signer, name, lifetime)
-        (directory / CA_CERT).write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        pem = certificate.public_bytes(serialization.Encoding.PEM)
+        (directory / CA_CERT).write_bytes(pem)
+        (directory / CA_BUNDLE).write_bytes(pem)  # point tls.ca here: rotation extends it
         _write_meta(directory, {"trust_domain": trust_domain, "key": key_meta})
         (directory / ISSUED).touch()
         (directory / REVOKED).touch()
