@@ -7,6 +7,7 @@ the field; benign requests that use the same fields still reach the managed upst
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -480,3 +481,76 @@ def test_every_field_declares_one_role() -> None:
     assert roles, "the typed surface has fields"
     assert all(isinstance(role, Role) for _, _, role in roles)
     assert {r for _, _, r in roles} == set(Role)
+
+
+# Unicode variants of the same values: dashes of category Pd and U+2212, "_" as separator,
+# invisible characters inside a value (zero-width space, tag character, joiner).
+VARIANTS = {
+    "ssn-en-dash": ("078\u201305\u20131120", 200, "onprem"),
+    "ssn-minus-sign": ("078\u221205\u22121120", 200, "onprem"),
+    "ssn-underscore": ("078_05_1120", 200, "onprem"),
+    "card-nb-hyphen": ("4539\u20111488\u20110343\u20116467", 200, "onprem"),
+    "email-zwj": ("jane.roe\u200d@example.com", 200, "onprem"),
+    "aws-zero-width": ("AKIAZ3MX\u200bQ7V4WLBN2TQE", 403, None),
+    "aws-tag-char": ("AKIAZ3MX\U000e0020Q7V4WLBN2TQE", 403, None),
+}
+SKELETONS = ("078051120", "4539148803436467", "janeroeexamplecom", AWS)
+VARIANT_PLACES = [
+    p
+    for p in PLACES
+    if p.id
+    in {
+        "user-content",
+        "tool-call-arguments",
+        "metadata-value",
+        "stop-list",
+        "tools-param-enum",
+        "response-format-schema",
+        "prediction-content",
+        "suffix",
+    }
+]
+
+
+def _skeletons(received: list[Any]) -> set[str]:
+    """The letters and digits of every string the managed upstream received (decoded JSON,
+    including JSON inside strings), so an escaped or re-spaced value is still recognised."""
+    out: set[str] = set()
+    stack: list[Any] = [r.body for r in received]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            out.add("".join(c for c in node if c.isascii() and c.isalnum()))
+            with contextlib.suppress(ValueError):
+                stack.append(json.loads(node))
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+    return out
+
+
+@pytest.mark.parametrize("place", VARIANT_PLACES, ids=[p.id for p in VARIANT_PLACES])
+def test_unicode_variants_do_not_reach_managed(
+    default_gateway: Callable[..., RunningGateway],
+    billing: CertPair,
+    recording_upstream: RecordingUpstream,
+    place: Place,
+) -> None:
+    """Dash, separator and invisible-character variants of an SSN, a card, an email and an AWS
+    key in the field get the same answer as the plain value, and no letters-and-digits form of
+    them arrives at the managed upstream."""
+    gateway = default_gateway()
+    failures: list[str] = []
+    with gateway.client(billing) as client:
+        for name, (text, status, route) in VARIANTS.items():
+            recording_upstream.reset()
+            response = client.post(place.endpoint, json=place.build(text))
+            got = (response.status_code, response.headers.get("x-bastion-route"))
+            if got[0] != status or (route is not None and got[1] != route):
+                failures.append(f"{name}: expected {status} {route}, got {got}")
+            seen = _skeletons(recording_upstream.received)
+            if any(s in k for s in SKELETONS for k in seen):
+                failures.append(f"{name}: reached the managed upstream")
+    assert failures == []
