@@ -76,6 +76,7 @@ _BRAND_PHRASES = frozenset(
 _PARTICLES = NAME_PARTICLES
 _SENTENCE_START = re.compile(r"(?:[.!?:;\n■]\s*|\n\s*\W{0,4}\s*)$")
 _LAST_FIRST_AFTER = re.compile(r",[ \t]([A-ZÀ-ÖØ-Þ][\w'’-]+)(?![\w'’-])")
+_WORD_BEFORE = re.compile(r"([A-ZÀ-ÖØ-Þ][\w'’-]+)[ \t]$")
 _LAST_FIRST_BEFORE = re.compile(r"([A-ZÀ-ÖØ-Þ][\w'’-]+),[ \t]$")
 # Types whose findings need no second opinion from the model (cue- and field-based names,
 # street addresses, e-mail addresses that hold a name).
@@ -222,10 +223,6 @@ class Detector:
                 continue  # "Compare Marie Curie": NER spans that touch a public figure
             k = _bisect_right(starts, result.start) - 1
             doc_offset, index, text_offset = origins[k]
-            if result.entity_type == "PERSON":
-                labelled[index].append(
-                    (result.start - doc_offset + text_offset, result.end - doc_offset + text_offset)
-                )
             doc_start = result.start
             doc_end = result.end
             if result.entity_type == "PERSON" and len(doc[result.start : result.end].split()) == 1:
@@ -236,6 +233,11 @@ class Detector:
                     doc_start = before.start(1)
                 elif after is not None and after.group(1) not in NOT_NAME_START:
                     doc_end = after.end(1)
+            if doc[doc_start : result.end].split(" ", 1)[0].lower() in _PARTICLES:
+                # "Jan-Willem van der Zanden": the model tags from the particle on.
+                first = _WORD_BEFORE.search(doc, max(doc_offset, doc_start - 40), doc_start)
+                if first is not None:
+                    doc_start = first.start(1)
             start = doc_start - doc_offset + text_offset
             end = doc_end - doc_offset + text_offset
             value = doc[doc_start:doc_end]
@@ -260,6 +262,8 @@ class Detector:
                 if result.entity_type != "PERSON" and not _unknown_words(value):
                     continue  # "with Great Care" is an organisation to the model, not a person
                 candidate = Candidate("PERSON", 0.75, start, end, "presidio-spacy-recased")
+            if candidate.entity_type == "PERSON":
+                labelled[index].append((start, end))
             out.append((index, candidate))
         for index, norm in enumerate(normalized):
             for start, end in pairs[index]:
@@ -360,6 +364,8 @@ def _unknown_pair(text: str, start: int, end: int) -> Candidate | None:
     unknown = [not is_english_word(w) for _, w in names]
     if sum(unknown) >= 2 and 2 * sum(unknown) > len(names):
         return Candidate("PERSON", 0.6, first, end, "bastion-name-shape")
+    if len(names) == 2 and "," in text[first:end] and any(unknown):
+        return Candidate("PERSON", 0.6, first, end, "bastion-name-shape")  # "Haldane, Fenella"
     mid_sentence = first > 0 and not _SENTENCE_START.search(text, max(0, first - 8), first)
     if unknown[-1] and mid_sentence:  # not "Quarterly Mahlangu" heading a sentence
         return Candidate("PERSON", 0.6, first, end, "bastion-name-shape")

@@ -16,7 +16,7 @@ from gateway.detect import Finding, TextRef, extract_texts
 from gateway.sanitize import sanitize_body
 from tests.detect.pii_match import body_text, present
 
-__all__ = ["NAMED_SENTENCES", "leaked_names"]
+__all__ = ["BLIND_SENTENCES", "NAMED_SENTENCES", "leaked_names"]
 
 # (sentence, the name as written in it)
 NAMED_SENTENCES: tuple[tuple[str, str], ...] = (
@@ -141,12 +141,49 @@ NAMED_SENTENCES: tuple[tuple[str, str], ...] = (
 )
 
 
+# Written after the rules above were tuned on NAMED_SENTENCES, and measured once without any
+# change to detection: an unbiased check of how the rules generalize (``bench/detect.py``).
+BLIND_SENTENCES: tuple[tuple[str, str], ...] = (
+    ("Could you draft an apology to Evadne Karamanlis for the mix-up?", "Evadne Karamanlis"),
+    ("The locker key was handed to Tiberiu Constantinescu.", "Tiberiu Constantinescu"),
+    ("Remind Oonagh Fitzmaurice that the lease ends in June.", "Oonagh Fitzmaurice"),
+    ("Ngozi Ezeudu has asked for the minutes of the meeting.", "Ngozi Ezeudu"),
+    ("I'm writing on behalf of Lorcan Deasy regarding his claim.", "Lorcan Deasy"),
+    ("The parcel was signed for by Wiremu Tipene at 3pm.", "Wiremu Tipene"),
+    ("Tell me how to address a letter to Saoirse Ní Bhriain.", "Saoirse Ní Bhriain"),
+    ("Our auditor, Casimir Wróblewski, flagged two entries.", "Casimir Wróblewski"),
+    ("Assign the bug to Xiadani Cuauhtémoc and close the duplicate.", "Xiadani Cuauhtémoc"),
+    ("Aurelio Sbarbaro wants to know why his card was declined.", "Aurelio Sbarbaro"),
+    ("Please greet Ludmila Hrabalová when she arrives.", "Ludmila Hrabalová"),
+    ("Benedikt Oberhauser is covering for me until Tuesday.", "Benedikt Oberhauser"),
+    ("A note from Yaw Boateng-Asare: the van broke down.", "Yaw Boateng-Asare"),
+    ("Translate this for our client Rosalind Achebe-Whitfield.", "Rosalind Achebe-Whitfield"),
+    ("Summarize what Takoda Redcloud said during the interview.", "Takoda Redcloud"),
+    ("check if ottavio brambilla paid the second invoice", "ottavio brambilla"),
+    ("meeting with greta nyqvist moved to 2pm", "greta nyqvist"),
+    ("pls send the forms to kwabena mensah-bonsu asap", "kwabena mensah-bonsu"),
+    ("my neighbour ilse vanderbruggen found the keys", "ilse vanderbruggen"),
+    ("spoke with dagny thorvaldsen, she confirmed the order", "dagny thorvaldsen"),
+    ("CONTACT: SEVERIN ACHTERHOF, EXT 221", "SEVERIN ACHTERHOF"),
+    ("THE KEYS ARE WITH PRUDENCE OYEBANJI AT RECEPTION", "PRUDENCE OYEBANJI"),
+    ("Approved: Haldane, Fenella (finance)", "Haldane, Fenella"),
+    ("Owner of record: Quispe, Yupanqui", "Quispe, Yupanqui"),
+    ("Alejandro de la Fuente Ybarra booked two tickets.", "Alejandro de la Fuente Ybarra"),
+    ("Please ask Jan-Willem van der Zanden to call back.", "Jan-Willem van der Zanden"),
+    ("The Philippa Ravenscroft file is missing a signature.", "Philippa Ravenscroft"),
+    ("Jo\u0301zsef Szabo\u0301 will collect the parcel.", "Jo\u0301zsef Szabo\u0301"),
+    ("Regards,\nEulalia Montesinos\nOperations", "Eulalia Montesinos"),
+    ("Who is Ignatius Mbeki-Walters and why is he in the CC list?", "Ignatius Mbeki-Walters"),
+)
+
+
 def leaked_names(
     analyze: Callable[[Sequence[TextRef]], list[Finding]],
+    sentences: Sequence[tuple[str, str]] = NAMED_SENTENCES,
 ) -> list[tuple[str, str]]:
     """(sentence, name) for every name still present after pseudonymizing what ``analyze`` finds."""
     leaked = []
-    for sentence, name in NAMED_SENTENCES:
+    for sentence, name in sentences:
         body = {"model": "m", "messages": [{"role": "user", "content": sentence}]}
         findings = analyze(extract_texts(body))
         sanitized = sanitize_body(body, findings, {}).body
