@@ -16,9 +16,10 @@ from tests.detect.pii_match import body_text, leaked_values, load_corpus
 
 _ITEMS = load_corpus() or []
 _SURFACES = sorted({item["surface"] for item in _ITEMS if item["kind"] == "sensitive"})
-# Dev-corpus leakage measured when this was written: names 3/61, addresses 0/68.
-MAX_NAME_LEAK_RATE = 0.10
-MAX_ADDRESS_LEAK_RATE = 0.10
+# Dev-corpus leakage: names 3/61 before issue 13, 0/61 after; addresses 0/34. The goal is <= 2 %.
+MAX_NAME_LEAK_RATE = 0.02
+MAX_ADDRESS_LEAK_RATE = 0.02
+MIN_BENIGN_MANAGED = 0.90
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,27 @@ def test_benign_items_have_no_structured_or_secret_findings(
             if entity_group(f.entity_type) in (EntityGroup.STRUCTURED_ID, EntityGroup.SECRET):
                 over[item["id"]] += 1
     assert dict(over) == {}
+
+
+def test_rescan_finds_nothing_in_placeholders(
+    detector: Detector, corpus: list[dict[str, Any]], sanitized: dict[str, Any]
+) -> None:
+    """Re-scanning every sanitized item with its placeholders masked finds nothing at or above
+    the threshold (no request fails closed because of Bastion's own placeholders), and benign
+    items all go managed under pseudonymize-everything (at least 90 % is the goal)."""
+    failed_closed = []
+    benign = managed = 0
+    for item in corpus:
+        _, result = sanitized[item["id"]]
+        texts = extract_texts(result.body)
+        again = detector.analyze(texts, placeholders=list(result.pseudonyms.placeholders()))
+        if again:
+            failed_closed.append((item["id"], sorted({f.entity_type for f in again})))
+        if item["kind"] == "benign":
+            benign += 1
+            managed += not again
+    assert failed_closed == []
+    assert managed / benign >= MIN_BENIGN_MANAGED
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
