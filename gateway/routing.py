@@ -2,7 +2,8 @@
 
 Without a ``policy:`` section the gateway routes each model alias to its configured upstream
 (:class:`StaticRouter`, development and pure on-prem sites). With one, :class:`PolicyRouter` runs
-detection over every text of the request (in a bounded thread pool) and asks the policy engine.
+detection over every text of the request (in the detection process pool,
+:mod:`gateway.detect.pool`, with a fair share per identity) and asks the policy engine.
 
 The routers only detect and decide. Sanitizing, the egress scan and every fail-closed rule are
 steps of :mod:`gateway.pipeline`, which calls back here for the policy's ``on_error`` decision
@@ -11,17 +12,15 @@ steps of :mod:`gateway.pipeline`, which calls back here for the policy's ``on_er
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 
 from gateway.config import GatewayConfig
-from gateway.detect import Detector, Finding, TextRef
+from gateway.detect import Finding, TextRef
+from gateway.detect.pool import DetectionPool, default_processes
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import RequestContext, RoutedRequest, Router
@@ -44,7 +43,9 @@ __all__ = ["PolicyRouter", "PseudonymRestorer", "StaticRouter", "derive_key"]
 logger = logging.getLogger("bastion.routing")
 
 STATIC_POLICY_VERSION = "static"
-T = TypeVar("T")
+# The caller whose request this task serves: detection's fair share is per identity, and the
+# egress scan (PolicyRouter.analyze) runs later in the same request task.
+_IDENTITY: ContextVar[str] = ContextVar("bastion_detect_identity", default="-")
 
 
 def derive_key(key: Secret, purpose: str) -> Secret:
@@ -112,56 +113,37 @@ class PolicyRouter:
         self._store = store
         self._metrics = metrics
         self.hash_key = hash_key
-        self._pool = ThreadPoolExecutor(
-            max_workers=config.server.worker_threads, thread_name_prefix="bastion-detect"
+        limits = config.limits
+        self._pool = DetectionPool(
+            processes=limits.detect_processes or default_processes(),
+            timeout_s=limits.detect_timeout_s,
+            max_jobs=limits.max_concurrent_detections,
+            identity_max_chars=limits.detect_identity_max_chars,
+            on_refused=lambda reason: metrics.detect_refused.labels(reason).inc(),
+            on_restart=lambda reason: metrics.detect_restarts.labels(reason).inc(),
         )
-        self._slots = asyncio.Semaphore(config.limits.max_concurrent_detections)
-        self._detectors: dict[str, Detector] = {}
-        self._lock = threading.Lock()
+        metrics.detect_jobs.set_function(self._pool.depth)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
     def warm_up(self) -> None:
-        """Build the live policy's detector and run it once (loads spaCy): at startup, so the
-        first request does not wait for it."""
+        """Start the detection processes, each with the live policy's detector run once
+        (spaCy loaded): at startup, so the first request does not wait for it. A spec that
+        cannot be built is logged by the pool; its requests fail closed."""
         policy = self._store.current()
         if policy is None:
-            return
-        try:
-            self._detector(policy).analyze([TextRef("warmup", "Warm up the analyzer, please.")])
-        except Exception as exc:  # noqa: BLE001 - requests will fail closed; say so loudly now
-            logger.error(
-                "detector warm-up failed (%s): requests will fail closed", type(exc).__name__
-            )
-
-    def _detector(self, policy: Policy) -> Detector:
-        with self._lock:
-            detector = self._detectors.get(policy.version)
-            if detector is None:
-                detector = Detector(policy.detection)
-                self._detectors = {policy.version: detector}  # keep only the live one
-            return detector
-
-    async def _blocking(self, fn: Callable[[], T]) -> T:
-        """Run blocking work in the pool; 503 when it waits longer than detect_timeout_s."""
-        timeout = self._config.limits.detect_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                async with self._slots:
-                    return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-        except TimeoutError:
-            raise ServiceUnavailable(
-                f"detection did not finish within {timeout} s (limits.detect_timeout_s); retry later",
-                code="detector_busy",
-                retry_after=1.0,
-            ) from None
+            self._pool.start()
+        else:
+            self._pool.start(policy.version, policy.detection)
 
     async def _detect(self, policy: Policy, texts: Sequence[TextRef]) -> list[Finding]:
-        """The one place detection runs (a detection process pool can replace it)."""
-        detector = await self._blocking(lambda: self._detector(policy))
+        """The one place detection runs: in the process pool, under the caller's fair share
+        (503 detector_busy when refused or late, an error when a worker failed)."""
         with self._telemetry.step("detect"):
-            return await self._blocking(lambda: detector.analyze(texts))
+            return await self._pool.analyze(
+                _IDENTITY.get(), policy.version, policy.detection, texts
+            )
 
     def _policy(self, routed: RoutedRequest | None) -> Policy | None:
         if routed is not None and routed.policy is not None:
@@ -185,6 +167,7 @@ class PolicyRouter:
         policy = self._store.current()
         if policy is None:
             return RoutedRequest(decision=deny_without_policy(), texts=ctx.texts)
+        _IDENTITY.set(ctx.identity.spiffe_id)
         findings = tuple(await self._detect(policy, ctx.texts))
         facts = RequestFacts(
             identity=ctx.identity.spiffe_id,

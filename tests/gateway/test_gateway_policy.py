@@ -168,12 +168,14 @@ def test_detector_failure_fails_closed_to_onprem(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """If detection raises, nothing goes to the managed API: the policy's on_error (on-prem) applies."""
-    from gateway.detect import Detector
+    from gateway.detect.pool import DetectionPool, WorkerFailed
 
-    def broken(self: Detector, texts: object) -> list[object]:
-        raise RuntimeError("detector exploded")
+    # Detection runs in worker processes: make the pool's answer the failure (a real worker
+    # crash is tested in tests/detect/test_detect_pool.py).
+    async def broken(self: DetectionPool, *args: object) -> list[object]:
+        raise WorkerFailed("the detection worker process died during this request")
 
-    monkeypatch.setattr(Detector, "analyze", broken)
+    monkeypatch.setattr(DetectionPool, "analyze", broken)
     gateway = policy_gateway()
     response = _chat(gateway, billing, "What is the capital of France?")
     assert response.status_code == 200
