@@ -135,11 +135,20 @@ def _ops_routes(gateway: Gateway) -> list[Route]:
     async def openapi(request: Request) -> Response:
         return JSONResponse(OPENAPI_DOCUMENT)
 
+    async def policy_shadow(request: Request) -> Response:
+        # The shadow policy's differences, in `bastion policy replay --json`'s shape (issue 16).
+        store = gateway.policy_store
+        report = store.shadow_report() if store is not None else None
+        if report is None:
+            return JSONResponse({"status": "no shadow policy has decided a request"}, 404)
+        return JSONResponse(report.to_json())
+
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/policy/shadow", policy_shadow, methods=["GET"]),
     ]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from gateway.audit import (
@@ -42,6 +43,7 @@ from pki.signing import FileSigner
 from tests.audit.helpers import assert_no_text_in_trail
 from tests.detect.pii_match import load_corpus
 from tests.fixtures.pki import CertPair, TestPKI
+from tests.fixtures.upstream import RecordingUpstream
 from tests.gateway.conftest import RunningGateway, billing, start_gateway  # noqa: F401 (fixtures)
 from tests.gateway.test_gateway_policy import policy_gateway  # noqa: F401 (fixture)
 
@@ -579,3 +581,85 @@ def test_report_stays_bounded() -> None:
     assert len(change["sample_decision_ids"]) == MAX_SAMPLES
     assert len(out["not_replayable"]) == MAX_REASONS + 1
     assert sum(out["not_replayable"].values()) == MAX_REASONS + 5
+
+
+def test_shadow_week_then_replay_month_read_the_same(
+    start_gateway: Callable[..., RunningGateway],  # noqa: F811 (the imported fixture)
+    billing: CertPair,  # noqa: F811 (the imported fixture)
+    test_pki: TestPKI,
+    recording_upstream: RecordingUpstream,
+    onprem_upstream: RecordingUpstream,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A gateway runs the live policy with the candidate as its shadow; the ops endpoint's
+    shadow report and `policy replay` of the same trail under the same candidate list the same
+    changes, in the same shape."""
+    live, shadow = tmp_path / "live.yaml", tmp_path / "shadow.yaml"
+    live.write_text(HEADER_POLICY)
+    shadow.write_text(
+        EDITED_DEFAULT.replace(
+            "rules:\n",
+            "rules:\n"
+            "  - id: team-red-onprem\n"
+            "    when: {header: {x-team: [blue]}}\n"
+            "    then: {route: onprem}\n",
+            1,
+        )
+    )
+    key = tmp_path / "digest.key"
+    key.write_text("k" * 48)
+    gateway = start_gateway(
+        upstreams={
+            "openai": {"kind": "managed", "base_url": recording_upstream.url},
+            "worker": {"kind": "onprem", "base_url": onprem_upstream.url},
+        },
+        models={"chat-default": {"upstream": "worker"}, "restricted": {"upstream": "worker"}},
+        policy={"file": str(live), "shadow": str(shadow)},
+        audit={
+            "backend": "sqlite",
+            "path": str(tmp_path / "audit.db"),
+            "digest_key_file": str(key),
+        },
+        signing={"key_file": str(tmp_path / "signing.key")},
+    )
+    claims = test_pki.client("svc/claims")
+    for n, item in enumerate(SUBSET[:16]):
+        team = ("red", "blue", None)[n % 3]
+        with gateway.client(
+            billing if n % 2 else claims, headers={"x-team": team} if team else {}
+        ) as client:
+            client.post(
+                "/v1/chat/completions",
+                json={**item["request"], "model": "chat-default", "stream": False},
+            )
+    shadowed = httpx2.get(gateway.ops_url + "/policy/shadow").json()
+    argv = [
+        "policy",
+        "replay",
+        "--config",
+        str(gateway.config_path),
+        "--policy",
+        str(shadow),
+        "--json",
+    ]
+    replayed = json.loads(_run(argv, capsys))
+
+    def changes(report: dict[str, Any]) -> dict[tuple[str, ...], tuple[int, list[str], list[str]]]:
+        return {
+            (c["old_rule"], c["new_rule"], c["old_action"], c["new_action"]): (
+                c["count"],
+                c["identities"],
+                c["models"],
+            )
+            for c in report["changes"]
+        }
+
+    assert changes(replayed), "the shadow policy must differ on this traffic"
+    # None of these requests fails closed after its decision (which replay would count as not
+    # replayable while shadow compared it), so the two must agree exactly.
+    assert replayed["not_replayable"] == {}
+    assert changes(shadowed) == changes(replayed)
+    assert set(shadowed) == set(replayed)
+    assert shadowed["mode"] == "shadow"
+    assert shadowed["decisions"] == replayed["decisions"]
