@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger("bastion.worker")
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -40,4 +42,11 @@ def _run(args: argparse.Namespace) -> int:
     from inference.serve import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The worker runs two uvicorn servers (API, ops) that log their start and stop lines on the
+    # same logger, so each came twice; the worker says where it listens itself.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    server = config.server
+    scheme = "http" if server.insecure_plain_http else "https"
+    ops = f", ops endpoints on http://{server.host}:{args.ops_port}" if args.ops_port else ""
+    logger.info("worker listening on %s://%s:%d%s", scheme, server.host, server.port, ops)
     return serve(config, ops_port=args.ops_port)
