@@ -1,9 +1,10 @@
 """The circuit breaker of one upstream target.
 
 What feeds it is decided in one place, ``_pool._Lease``: a 5xx, a timeout, a broken connection
-or an unusable 2xx answer is a failure; a 2xx answer read whole is a success; a 4xx is neither a
-failure nor a reason to keep a failure count (the upstream is up and judged the request; if a 4xx
-counted, one caller sending bad requests could open the circuit for every caller).
+or an unusable 2xx answer is a failure; a 2xx answer read whole is a success, and so is a 4xx (the
+upstream is up and judged the request; if a 4xx counted as a failure, one caller sending bad
+requests could open the circuit for every caller); a 429, a cancelled call or a caller gone
+mid-stream gives no verdict (a half-open trial slot is freed for the next call).
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ to send and how to read the answer's wire format; the pool owns the rest.
   could not be made, or it answered 429/503.
 - **In-flight counting and the breaker's verdict**: ``_Lease``, the only code that touches
   either, released exactly once per attempt (a stream releases it when it ends).
-- **Bounds**, each a named config field: ``timeout.total`` (one deadline for the whole call:
-  retries, status, body or stream), ``max_answer_bytes`` (a JSON body, or all events of a
-  stream together), ``max_sse_event_bytes`` (one event).
+- **Bounds**, each a named config field (``_limits.py``): ``timeout.total`` (one deadline for
+  the whole call: retries, status, body or stream), ``max_answer_bytes`` (a JSON body, or all
+  events of a stream together), ``max_sse_event_bytes`` (one event; streams are ``_stream.py``).
 - **Status before body**: an error status is judged on its code; its body is never parsed as an
   answer (a plain-text 404 is a refusal, not a malformed answer).
 
@@ -22,13 +22,12 @@ name and never carry the URL, the exception's own text, or any byte of the answe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -42,30 +41,17 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.upstreams._breaker import CircuitBreaker
-from gateway.upstreams._errors import (
-    HTTPX2_ERRORS,
-    UpstreamRefused,
-    map_transport_errors,
-    translate,
-)
+from gateway.upstreams._errors import HTTPX2_ERRORS, UpstreamRefused, translate
+from gateway.upstreams._limits import Limits, parse_json, read_capped
+from gateway.upstreams._stream import EventStream, StreamDecoder
 from pki.tls import client_context
 
-__all__ = [
-    "EventStream",
-    "RequestBuilder",
-    "StreamDecoder",
-    "UpstreamPool",
-    "build_ssl_context",
-    "parse_json",
-]
+__all__ = ["RequestBuilder", "UpstreamPool", "build_ssl_context"]
 
 T = TypeVar("T")
 
 # An error status's body is read only for its error code, and at most this much of it.
 ERROR_BODY_BYTES = 65_536
-# Yield to the event loop at least once per this many events, however fast they arrive, so
-# /healthz and other requests keep being served while one upstream floods a stream.
-_EVENTS_PER_YIELD = 64
 # Error codes an upstream may name that are repeated to the caller: a closed list, because any
 # other text the upstream sends (its message, its "param") may echo the request.
 _KNOWN_ERROR_CODES = frozenset(
@@ -99,33 +85,6 @@ def build_ssl_context(config: UpstreamConfig) -> ssl.SSLContext | bool:
     if tls.ca is None:
         return True  # the system trust store (managed APIs on the internet)
     return client_context(ca=tls.ca, cert=tls.cert, key=tls.key)
-
-
-def parse_json(name: str, raw: bytes | str) -> Any:
-    """JSON from an upstream; anything unparsable (nesting too deep, a 5,000-digit integer,
-    invalid UTF-8, not JSON at all) is an UpstreamError naming no byte of it."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise UpstreamError(f"upstream '{name}' sent an answer that is not valid JSON") from None
-
-
-class StreamDecoder(Protocol):
-    """An adapter's reading of one stream's events (its wire format), fed one event at a time."""
-
-    @property
-    def ended(self) -> bool:
-        """The stream's end marker was seen (OpenAI: ``data: [DONE]``)."""
-        ...
-
-    def event(self, sse: httpx2.ServerSentEvent) -> str | None:
-        """The payload to pass on, or None for an event that carries none. Raises UpstreamError
-        for an event that breaks the wire format."""
-        ...
-
-    def end(self) -> None:
-        """The body ended before the end marker: raise UpstreamError unless that is a proper end."""
-        ...
 
 
 @dataclass(eq=False)
@@ -199,9 +158,7 @@ class UpstreamPool:
 
     def __init__(self, name: str, config: UpstreamConfig) -> None:
         self.name = name
-        self._total = config.timeout.total
-        self._max_answer_bytes = config.max_answer_bytes
-        self._max_event_bytes = config.max_sse_event_bytes
+        self._limits = Limits.from_config(name, config)
         timeout = httpx2.Timeout(
             connect=config.timeout.connect,
             read=config.timeout.read,
@@ -246,7 +203,9 @@ class UpstreamPool:
             response = await self._send(target, build, deadline)
             try:
                 await self._check_status(target, response, deadline)
-                raw = await self._read_capped(response, self._max_answer_bytes, deadline)
+                raw = await read_capped(
+                    self._limits, response, self._limits.max_answer_bytes, deadline
+                )
             finally:
                 await response.aclose()
             return parse(parse_json(self.name, raw))
@@ -267,26 +226,14 @@ class UpstreamPool:
             except BaseException:
                 await response.aclose()
                 raise
-            return EventStream(self, response, decoder, deadline)
+            return EventStream(self._limits, response, decoder, deadline)
 
         stream = await self._call(attempt, hold=True)
         await stream.prime()
         return stream
 
     def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self._total
-
-    def _past_deadline(self) -> UpstreamTimeout:
-        return UpstreamTimeout(
-            f"upstream '{self.name}' did not finish within timeout.total ({self._total:g} s)"
-        )
-
-    def _too_large(self) -> UpstreamError:
-        return UpstreamError(
-            f"upstream '{self.name}' sent an answer over max_answer_bytes "
-            f"({self._max_answer_bytes} bytes); raise the limit if its answers are that large",
-            code="upstream_answer_too_large",
-        )
+        return asyncio.get_running_loop().time() + self._limits.total
 
     async def _call(self, attempt: Callable[[_Target], Awaitable[T]], *, hold: bool) -> T:
         """Run ``attempt`` on the best target, then on the next while it raises ``_TryAnother``.
@@ -350,7 +297,7 @@ class UpstreamPool:
             async with asyncio.timeout_at(deadline):
                 return await target.client.send(request, stream=True)
         except TimeoutError:
-            raise self._past_deadline() from None
+            raise self._limits.past_deadline() from None
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
             # Nothing was sent: another target may take it (a worker that is down).
             raise _TryAnother(translate(self.name, exc), failed=True) from None
@@ -404,7 +351,7 @@ class UpstreamPool:
     async def _error_code(self, response: httpx2.Response, deadline: float) -> str | None:
         """The upstream's error code when it is one of the known ones; nothing else is read."""
         try:
-            raw = await self._read_capped(response, ERROR_BODY_BYTES, deadline)
+            raw = await read_capped(self._limits, response, ERROR_BODY_BYTES, deadline)
             payload = json.loads(raw)
         except (GatewayError, ValueError, RecursionError):
             return None
@@ -423,131 +370,3 @@ class UpstreamPool:
             f"upstream '{self.name}' answered a stream request with {shown} instead of "
             "text/event-stream"
         )
-
-    async def _read_capped(self, response: httpx2.Response, limit: int, deadline: float) -> bytes:
-        """The decoded body, failing as soon as it passes ``limit`` bytes or the deadline."""
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout_at(deadline):
-                with map_transport_errors(self.name):
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            raise self._too_large()
-                        chunks.append(chunk)
-        except TimeoutError:
-            raise self._past_deadline() from None
-        return b"".join(chunks)
-
-
-class EventStream:
-    """The events of one streamed answer, parsed by ``httpx2.EventSource`` (linear: a line is
-    joined once, when its newline arrives, and an event is refused as soon as it passes
-    ``max_sse_event_bytes``). Holds its target's lease until the stream ends or is closed."""
-
-    def __init__(
-        self,
-        pool: UpstreamPool,
-        response: httpx2.Response,
-        decoder: StreamDecoder,
-        deadline: float,
-    ) -> None:
-        self._pool = pool
-        self._response = response
-        self._decoder = decoder
-        self._deadline = deadline
-        self._source = httpx2.EventSource(response, max_event_size=pool._max_event_bytes)
-        # EventSource.__aiter__ is an async generator (typed as an iterator): closed in aclose.
-        self._events = cast(AsyncGenerator[httpx2.ServerSentEvent, None], aiter(self._source))
-        self._lease: _Lease | None = None
-        self._first: str | None = None
-        self._answer_bytes = 0
-        self._closed = False
-
-    def adopt(self, lease: _Lease) -> None:
-        self._lease = lease
-
-    async def prime(self) -> None:
-        """Read up to the first payload (raises what went wrong before it)."""
-        first = await self._next()
-        if first is None:
-            error = UpstreamError(
-                f"upstream '{self._pool.name}' ended the stream before its first event"
-            )
-            await self._finish(error)
-            raise error
-        self._first = first
-
-    async def events(self) -> AsyncIterator[str]:
-        """The payloads of the stream, its end marker excluded; raises UpstreamError when the
-        stream breaks its wire format, is cut, or passes a limit."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-        count = 0
-        while (payload := await self._next()) is not None:
-            yield payload
-            count += 1
-            if count % _EVENTS_PER_YIELD == 0:
-                await asyncio.sleep(0)
-        await self._finish(None)
-
-    async def aclose(self) -> None:
-        """Close the upstream connection; a stream closed before its end (the caller went away)
-        gives the breaker no verdict."""
-        if self._lease is not None:
-            self._lease.release(None, abandoned=True)
-        await self._close_response()
-
-    async def _next(self) -> str | None:
-        """The next payload, or None when the stream ended properly."""
-        pool = self._pool
-        try:
-            while True:
-                sse = await self._read_event()
-                if sse is None:
-                    self._decoder.end()
-                    return None
-                self._answer_bytes += len(sse.data.encode())
-                if self._answer_bytes > pool._max_answer_bytes:
-                    raise pool._too_large()
-                payload = self._decoder.event(sse)
-                if self._decoder.ended:
-                    return None
-                if payload is not None:
-                    return payload
-        except BaseException as exc:
-            await self._finish(exc)
-            raise
-
-    async def _read_event(self) -> httpx2.ServerSentEvent | None:
-        pool = self._pool
-        try:
-            async with asyncio.timeout_at(self._deadline):
-                return await anext(self._events, None)
-        except TimeoutError:
-            raise pool._past_deadline() from None
-        except httpx2.SSEError:
-            # The content type was checked before, so this is an event over the limit.
-            raise UpstreamError(
-                f"upstream '{pool.name}' sent a stream event over max_sse_event_bytes "
-                f"({pool._max_event_bytes} bytes)",
-                code="upstream_event_too_large",
-            ) from None
-        except HTTPX2_ERRORS as exc:
-            raise translate(pool.name, exc) from None
-
-    async def _finish(self, exc: BaseException | None) -> None:
-        if self._lease is not None:
-            self._lease.release(exc)
-        await self._close_response()
-
-    async def _close_response(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        # Closing a connection the upstream already broke may raise; the call's verdict is given.
-        with contextlib.suppress(*HTTPX2_ERRORS):
-            await self._events.aclose()  # the parser's generators first, then the connection
-            await self._response.aclose()

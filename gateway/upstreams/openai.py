@@ -17,13 +17,9 @@ import httpx2
 from gateway.config import UpstreamConfig
 from gateway.errors import UpstreamError
 from gateway.telemetry import traceparent_headers
-from gateway.upstreams._pool import (
-    EventStream,
-    RequestBuilder,
-    UpstreamPool,
-    build_ssl_context,
-    parse_json,
-)
+from gateway.upstreams._limits import parse_json
+from gateway.upstreams._pool import RequestBuilder, UpstreamPool, build_ssl_context
+from gateway.upstreams._stream import EventStream
 from gateway.upstreams.base import Endpoint, UpstreamReply
 from pki.secret import Secret
 
