@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.audit import AuditConfig
 from gateway.errors import ConfigError
 from gateway.telemetry import TracingConfig
+from gateway.vocabulary import RouteKind
 from pki.hsm import HsmSettings
 from pki.secretref import SecretRef
 from pki.yamlfile import PathPart, YamlDocument, YamlFileError, read_yaml_file, validation_issues
@@ -146,7 +147,7 @@ class UbiAIOptions(_Frozen):
 
 
 class UpstreamConfig(_Frozen):
-    kind: Literal["onprem", "managed"]
+    kind: RouteKind
     type: Literal["openai", "ubiai"] = "openai"
     # openai: the base URL ending in /v1. ubiai: the endpoint URL (the token is appended to it).
     base_url: str | list[str]
@@ -340,7 +341,7 @@ def _check_references(path: Path, document: YamlDocument, config: GatewayConfig)
                 f"which is not defined (known: {', '.join(sorted(config.upstreams)) or 'none'})"
             )
     for name, upstream in config.upstreams.items():
-        if upstream.type == "ubiai" and upstream.kind != "managed":
+        if upstream.type == "ubiai" and upstream.kind is not RouteKind.MANAGED:
             line, col = document.locate(("upstreams", name, "type"))
             problems.append(
                 f"{path}:{line}:{col}: a ubiai upstream is a managed API (kind: managed)"
