@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -15,6 +16,7 @@ import pytest
 
 from tests.fixtures.bad_upstream import BadUpstream
 from tests.fixtures.pki import CertPair
+from tests.fixtures.upstream import RecordingUpstream
 from tests.gateway.conftest import RunningGateway
 from tests.upstreams._support import PROMPT
 
@@ -125,3 +127,61 @@ def test_a_stream_that_never_starts_is_a_502_before_the_first_byte(
     assert response.headers["content-type"].startswith("application/json")
     assert _error(response.text)["code"] == "upstream_failed"
     assert "PROMPT" not in response.text
+
+
+MANAGED_WITH_FALLBACK = """\
+version: 1
+name: managed-with-fallback
+defaults: {route: managed, on_error: onprem}
+routes:
+  onprem: {kind: onprem, upstream: worker}
+  managed: {kind: managed, upstream: managed, fallback: onprem}
+rules:
+  - id: everything-pseudonymized
+    when: {entities: {any: ['*']}}
+    then: {route: managed, sanitize: {default: pseudonymize}}
+"""
+
+
+@pytest.mark.parametrize("mode", ["html_200", "endless_lines", "done_only"])
+def test_a_managed_stream_failing_before_its_first_event_falls_back_on_prem(
+    start_gateway: Callable[..., RunningGateway],
+    billing: CertPair,
+    bad_upstream: BadUpstream,
+    onprem_upstream: RecordingUpstream,
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    """Because ``stream()`` reads up to the first event, a managed stream that fails before it
+    (HTML, an over-limit event, only [DONE]) still falls back on-prem: the caller gets the
+    worker's whole answer, ending with [DONE]."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(MANAGED_WITH_FALLBACK)
+    key = tmp_path / "digest.key"
+    key.write_text("k" * 48)
+    gateway = start_gateway(
+        upstreams={
+            "managed": {"kind": "managed", "base_url": bad_upstream.url(mode)},
+            "worker": {"kind": "onprem", "base_url": onprem_upstream.url},
+        },
+        models={"chat-default": {"upstream": "worker"}, "restricted": {"upstream": "worker"}},
+        policy={"file": str(policy)},
+        audit={
+            "backend": "sqlite",
+            "path": str(tmp_path / "audit.db"),
+            "digest_key_file": str(key),
+        },
+        signing={"key_file": str(tmp_path / "signing.key")},
+    )
+    question = "What is the capital of France?"
+    body = {"model": "chat-default", "messages": [{"role": "user", "content": question}]}
+    with gateway.client(billing) as client:
+        response = client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert response.status_code == 200
+    assert response.headers["x-bastion-route"].endswith("->fallback:worker")
+    assert len(bad_upstream.served_for(mode)) == 1
+    assert len(onprem_upstream.received) == 1
+    data = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    text = "".join(json.loads(d)["choices"][0]["delta"].get("content") or "" for d in data[:-1])
+    assert text == question
