@@ -16,7 +16,9 @@ cannot re-decide is counted as *not replayable*, with the reason, never guessed:
 
 - the record predates decision inputs (older format);
 - the decision was not the policy's (``rate-limit``, a fail-closed ``error:*`` such as a
-  residual after sanitization, no policy loaded): the facts that caused it are not in the trail;
+  residual after sanitization, no policy loaded, static routing without a policy: only a
+  ``sha256:`` policy version is a policy's decision): the facts that caused it are not in the
+  trail;
 - the candidate reads a header the record did not keep, or matches it with a glob (a keyed
   digest answers only "equals this literal"), or no digest key was given to compare literals.
 
@@ -288,8 +290,11 @@ def facts_from_record(data: Mapping[str, Any], candidate: _Candidate) -> Request
     rule_id = str(data.get("rule_id", ""))
     if rule_id in _NOT_POLICY_RULES or rule_id.startswith("error:"):
         return f"decision {rule_id!r} was not taken by the policy's rules"
-    if data.get("policy_version") == "none":
-        return "no policy was loaded when it was decided"
+    version = str(data.get("policy_version", ""))
+    if not version.startswith("sha256:"):
+        # "none": no policy had loaded; "static": routed by the config's models alone, nothing
+        # was scanned. Only a policy's decision (versioned by its content hash) is replayed.
+        return f"not decided by a policy (policy version {version[:16]!r})"
     inputs = data.get("inputs")
     if not isinstance(inputs, Mapping):
         return "older record format: no decision inputs recorded"

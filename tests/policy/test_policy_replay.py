@@ -147,7 +147,8 @@ class Trail:
             for n, facts in enumerate(self.facts):
                 record = _record(facts, decide(facts, self.live), n, _inputs(facts, key))
                 self.ids.append(await trail.append_decision(record))
-            # Not replayable: an older record (no inputs), a rate-limit denial, a fail-closed.
+            # Not replayable: an older record (no inputs), a rate-limit denial, a fail-closed
+            # decision, static routing (no policy, nothing scanned).
             facts = self.facts[1]
             old = _record(facts, decide(facts, self.live), 900, None)
             self.old_id = await trail.append_decision(old)
@@ -155,6 +156,8 @@ class Trail:
             self.limited_id = await trail.append_decision(_record(facts, limited, 901, None))
             residual = Decision(decide(facts, self.live).action, "onprem", "error:residual", "v")
             await trail.append_decision(_record(facts, residual, 902, _inputs(facts, key)))
+            static = Decision(decide(facts, self.live).action, "local", "static", "static")
+            await trail.append_decision(_record(facts, static, 903, _inputs(facts, key)))
             await trail.close()
 
         asyncio.run(write())
@@ -229,10 +232,11 @@ def test_replay_reports_exactly_the_changes_the_edit_implies(
         assert set(change["models"]) == want["models"], key
         assert change["sample_decision_ids"], key
         assert set(change["sample_decision_ids"]) <= want["ids"], key
-    assert report["decisions"] == len(trail.facts) + 3
+    assert report["decisions"] == len(trail.facts) + 4
     assert report["replayed"] == len(trail.facts)
     assert report["changed"] == sum(w["count"] for w in expected.values())
-    assert sum(report["not_replayable"].values()) == 3
+    assert sum(report["not_replayable"].values()) == 4
+    assert any("policy version 'static'" in r for r in report["not_replayable"])
     assert any("older record format" in r for r in report["not_replayable"])
     assert any("'rate-limit'" in r for r in report["not_replayable"])
     assert any("'error:residual'" in r for r in report["not_replayable"])
