@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import GatewayConfig, load_config
 from pki.errors import BastionError
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 __all__ = ["register"]
 
@@ -30,6 +32,9 @@ def register(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `bastion serve --help` need not load the config models.
+    from gateway.config import load_config
+
     config = load_config(args.config)
     if args.check:
         return _check(args.config, config)

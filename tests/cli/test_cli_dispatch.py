@@ -163,3 +163,19 @@ def test_no_product_module_imports_by_string() -> None:
         for hit in _string_imports(path)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "dev"], ids=["serve", "worker", "dev"])
+def test_a_command_help_loads_no_config_models(command: str) -> None:
+    """`bastion serve --help` (and worker, dev) registers its options without importing the
+    config models, the web server or the ML stack."""
+    result = _modules_after(
+        "from gateway.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    rc = exc.code",
+        command,
+        "--help",
+    )
+    assert result["rc"] == 0
+    modules = set(result["modules"])  # type: ignore[call-overload]
+    assert not modules & {"gateway.config", "inference.config", "pki.hsm"}
+    assert not {m for m in modules if m.split(".")[0] in ("pydantic", *HEAVY)}
