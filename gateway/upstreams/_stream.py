@@ -155,4 +155,5 @@ class EventStream:
         # Closing a connection the upstream already broke may raise; the call's verdict is given.
         with contextlib.suppress(*HTTPX2_ERRORS):
             await self._events.aclose()  # the parser's generators first, then the connection
+        with contextlib.suppress(*HTTPX2_ERRORS):
             await self._response.aclose()
