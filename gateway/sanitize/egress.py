@@ -18,9 +18,12 @@ Exemptions, and why (the only ones):
   threshold (``known_clean``): the same string gives the same findings; scanning it twice only
   costs time.
 
-:func:`mask_tokens` blanks Bastion's own replacement strings (placeholders, ``<TYPE>``, masks,
-hashes) before the scan, so pieces of them (``ID`` in ``patient ID MEDICAL_RECORD_NUMBER_x``)
-are not read as entities and routing never depends on random placeholder text.
+:func:`mask_tokens` overwrites Bastion's own replacement strings of the request (placeholders,
+``<TYPE>``, masks, hashes: ``SanitizedRequest.tokens``) with :data:`MASK_CHAR` before the scan,
+so pieces of them (``ID`` in ``patient ID MEDICAL_RECORD_NUMBER_x``) are not read as entities
+and routing never depends on placeholder text; :func:`residual` drops a finding that covers
+nothing but masked characters and mask stars. (Blanking with spaces instead made cue-based
+recognizers read the next word as the value: ``SSN=<blank>`` as a password.)
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from gateway.api.schemas import schema_vocabulary
 from gateway.detect.findings import Finding, TextRef
 
 __all__ = [
+    "MASK_CHAR",
     "MAX_JSON_IN_STRING_CHARS",
     "MAX_JSON_IN_STRING_DEPTH",
     "egress_texts",
@@ -44,6 +48,9 @@ __all__ = [
 MAX_JSON_IN_STRING_DEPTH = 4  # JSON inside a string inside a string ... this deep
 MAX_JSON_IN_STRING_CHARS = 1_048_576  # a longer string is scanned raw only
 _EXEMPT_TOP_LEVEL = ("model",)
+# Not a letter, digit, space or separator: no recognizer reads it (the detector's own mask,
+# gateway.detect._placeholders.MASK_CHAR, is the same character).
+MASK_CHAR = "\u25a0"
 
 
 def egress_texts(serialized: bytes, *, known_clean: Collection[str] = frozenset()) -> list[TextRef]:
@@ -103,13 +110,15 @@ def _json_inside(text: str, depth: int) -> tuple[Any] | None:
 
 
 def mask_tokens(texts: Sequence[TextRef], tokens: Iterable[str]) -> list[TextRef]:
-    """``texts`` with each of Bastion's replacement strings blanked (same length, so offsets
-    hold). Matching ignores case, as restore does."""
+    """``texts`` with each of Bastion's replacement strings overwritten by :data:`MASK_CHAR`
+    (same length, so offsets hold). Matching ignores case, as restore does."""
     ordered = sorted({t for t in tokens if t}, key=len, reverse=True)
     if not ordered:
         return list(texts)
     pattern = re.compile("|".join(re.escape(t) for t in ordered), re.IGNORECASE)
-    return [TextRef(r.path, pattern.sub(lambda m: " " * len(m.group()), r.text)) for r in texts]
+    return [
+        TextRef(r.path, pattern.sub(lambda m: MASK_CHAR * len(m.group()), r.text)) for r in texts
+    ]
 
 
 def residual(

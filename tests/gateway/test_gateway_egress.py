@@ -14,7 +14,13 @@ import pytest
 from gateway.detect import Detector, TextRef
 from gateway.detect.texts import RequestTexts
 from gateway.policy import load_policy
-from gateway.sanitize.egress import MAX_JSON_IN_STRING_DEPTH, egress_texts, mask_tokens, residual
+from gateway.sanitize.egress import (
+    MASK_CHAR,
+    MAX_JSON_IN_STRING_DEPTH,
+    egress_texts,
+    mask_tokens,
+    residual,
+)
 from tests.fixtures.pki import CertPair
 from tests.fixtures.upstream import RecordingUpstream
 from tests.gateway.conftest import RunningGateway
@@ -74,10 +80,10 @@ def test_egress_known_clean_strings_are_not_read_twice() -> None:
 
 
 def test_mask_tokens_blanks_exactly_the_tokens() -> None:
-    """Only this request's replacement strings are blanked (any case), keeping offsets."""
+    """Only this request's replacement strings are masked (any case), keeping offsets."""
     texts = [TextRef("a", "patient ID medical_record_number_bvdmhfzq, PERSON_kqzrtxwb")]
     masked = mask_tokens(texts, {"MEDICAL_RECORD_NUMBER_bvdmhfzq"})
-    assert masked[0].text == "patient ID " + " " * 30 + ", PERSON_kqzrtxwb"
+    assert masked[0].text == "patient ID " + MASK_CHAR * 30 + ", PERSON_kqzrtxwb"
     assert len(masked[0].text) == len(texts[0].text)
 
 
