@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -398,6 +399,11 @@ def serve(config: GatewayConfig) -> int:
         gateway.policy_store.install_sighup()  # `kill -HUP` reloads the policy now
     asyncio.run(_run(servers, gateway, handle_signals=True))
     logger.info("bastion gateway stopped")
+    # Everything is closed (trail signed and closed, upstreams, pools): the interpreter's
+    # teardown collection over the detection stack's object graph (spaCy, Presidio) took 3-6 s
+    # of a bounded shutdown for nothing. Frozen objects are skipped by it; memory goes back to
+    # the OS with the process.
+    gc.freeze()
     return 0
 
 
