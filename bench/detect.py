@@ -1,12 +1,16 @@
 """Detection benchmark: latency for 1 KB and 8 KB prompts, and recall/precision per group on the
 pii_dev corpus, for Bastion's detector next to plain Presidio defaults, in the same run.
 
-    .venv/bin/python bench/detect.py [--runs 200] [--corpus PATH]
+    .venv/bin/python bench/detect.py [--runs 200] [--repeat 3] [--corpus PATH] [--no-presidio]
 
 Recall: a labelled value counts as found when, after sanitizing with pseudonymize-everything, it
 no longer matches the request (the corpus README's matching rules). Precision: findings whose span
 overlaps a labelled value's span, over all findings of that group (benign items only have false
-positives). Prints tables; asserts nothing.
+positives). Also: the leak rate on the hand-written name sets of ``tests/detect/names_independent``
+(not from the corpus generator), and, for Bastion, how many items would fail closed on the
+re-scan of their sanitized body (placeholders masked) and how many benign items go managed under
+pseudonymize-everything. Latency is measured ``--repeat`` times (the machine may be shared: look
+at the spread, not one figure). Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from gateway.detect import (  # noqa: E402
 )
 from gateway.detect.engine import build_presidio_defaults  # noqa: E402
 from gateway.sanitize import sanitize_body  # noqa: E402
+from tests.detect.names_independent import (  # noqa: E402
+    BLIND_SENTENCES,
+    NAMED_SENTENCES,
+    leaked_names,
+)
 from tests.detect.pii_match import CORPUS_PATH, body_text, leaked_values, load_corpus  # noqa: E402
 
 GROUPS = ("structured_id", "secret", "name", "address")
@@ -115,6 +124,23 @@ def quality(analyze: Analyze, items: list[dict[str, Any]]) -> dict[str, tuple[in
     return {g: (values[g], found[g], findings_n[g], true_n[g]) for g in GROUPS}
 
 
+def rescan(detector: Detector, items: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(items failing closed on the re-scan, benign items, benign items that go managed) under
+    pseudonymize-everything: the sanitized body re-scanned with its placeholders masked."""
+    failed = benign = managed = 0
+    for item in items:
+        findings = detector.analyze(extract_texts(item["request"]))
+        result = sanitize_body(item["request"], findings, {})
+        again = detector.analyze(
+            extract_texts(result.body), placeholders=list(result.pseudonyms.placeholders())
+        )
+        failed += bool(again)
+        if item["kind"] == "benign":
+            benign += 1
+            managed += not again
+    return failed, benign, managed
+
+
 def benign_overblock(analyze: Analyze, items: list[dict[str, Any]]) -> int:
     blocked = 0
     for item in items:
@@ -129,27 +155,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="prompts per size (default 200)")
     parser.add_argument("--corpus", type=Path, default=CORPUS_PATH)
+    parser.add_argument("--repeat", type=int, default=3, help="latency measurements (default 3)")
+    parser.add_argument("--no-presidio", action="store_true", help="Bastion's detector only")
     args = parser.parse_args()
     items = load_corpus(args.corpus)
     if items is None:
         print(f"corpus not found at {args.corpus}; nothing to measure")
         return 1
     started = time.perf_counter()
-    bastion = Detector(DetectionSpec()).analyze
+    detector = Detector(DetectionSpec())
+    bastion = detector.analyze
     print(f"Bastion detector ready in {time.perf_counter() - started:.1f} s")
-    started = time.perf_counter()
-    presidio = presidio_analyze(build_presidio_defaults())
-    print(f"Presidio defaults ready in {time.perf_counter() - started:.1f} s\n")
-    systems = (("bastion", bastion), ("presidio-defaults", presidio))
+    systems: list[tuple[str, Analyze]] = [("bastion", bastion)]
+    if not args.no_presidio:
+        started = time.perf_counter()
+        systems.append(("presidio-defaults", presidio_analyze(build_presidio_defaults())))
+        print(f"Presidio defaults ready in {time.perf_counter() - started:.1f} s")
 
-    print(f"latency, ms ({args.runs} prompts per size, one text per request)")
-    print(f"{'system':<18} {'1KB p50':>8} {'1KB p99':>8} {'8KB p50':>8} {'8KB p99':>8}")
+    print(f"\nlatency, ms ({args.runs} prompts per size, one text per request)")
+    print(f"{'system':<18} {'run':>3} {'1KB p50':>8} {'1KB p99':>8} {'8KB p50':>8} {'8KB p99':>8}")
     small = prompts(items, 1024, args.runs, seed=1)
     large = prompts(items, 8192, args.runs, seed=2)
-    for name, analyze in systems:
-        p50_s, p99_s = latency(analyze, small)
-        p50_l, p99_l = latency(analyze, large)
-        print(f"{name:<18} {p50_s:>8.1f} {p99_s:>8.1f} {p50_l:>8.1f} {p99_l:>8.1f}")
+    for run in range(1, args.repeat + 1):
+        for name, analyze in systems:
+            p50_s, p99_s = latency(analyze, small)
+            p50_l, p99_l = latency(analyze, large)
+            print(f"{name:<18} {run:>3} {p50_s:>8.1f} {p99_s:>8.1f} {p50_l:>8.1f} {p99_l:>8.1f}")
 
     print(f"\nquality on pii_dev ({len(items)} items)")
     print(
@@ -163,6 +194,18 @@ def main() -> int:
         benign = sum(item["kind"] == "benign" for item in items)
         blocked = benign_overblock(analyze, items)
         print(f"{name:<18} benign items with a structured/secret finding: {blocked}/{benign}")
+    failed, benign, managed = rescan(detector, items)
+    print(
+        f"bastion            re-scan of the sanitized body fails closed: {failed}/{len(items)}; "
+        f"benign -> managed (pseudonymize-everything): {managed}/{benign}"
+    )
+
+    print("\nnames leaked on the hand-written sets (pseudonymize-everything)")
+    for name, analyze in systems:
+        for label, sentences in (("named", NAMED_SENTENCES), ("blind", BLIND_SENTENCES)):
+            leaked = len(leaked_names(analyze, sentences))
+            rate = leaked / len(sentences)
+            print(f"{name:<18} {label:<6} {leaked:>3}/{len(sentences):<3} {rate:>6.1%}")
     return 0
 
 

@@ -121,6 +121,12 @@ _WEAK_CUE = re.compile(
       [:,]?[ \t]+""",
     re.IGNORECASE | re.VERBOSE,
 )
+_PERSON_CUE = re.compile(
+    r"""ask|asked|cc|bcc|attn|dear|hi|hello|hey|thanks\ to|met|meeting\ with|signed\ by
+      |prof\.?|mr\.?|mrs\.?|ms\.?|dr\.?|miss|(?:spoke|speak|talk|talked|talking)\ (?:to|with)
+      |(?:approved|reported|submitted|filed|written|requested|escalated)\ by""",
+    re.IGNORECASE | re.VERBOSE,
+)
 _LOWER_WORD = re.compile(r"[^\W\d_A-ZÀ-Þ][^\W\d_]*(?:['’-][^\W\d_]+)?")
 _NOT_LOWER_NAME = frozenset(STOP_WORDS) | frozenset(
     [
@@ -282,7 +288,14 @@ def _lower_after_cues(text: str) -> list[tuple[int, int]]:
             pos += 1
         if len(words) == 3 and is_english_word(text[words[2][0] : words[2][1]]):
             words.pop()  # "with tobias reinholt yesterday"
-        if len(words) >= 2:
+        if len(words) < 2:
+            continue
+        # After a phrase that names a person next ("dr.", "cc", "ask", "spoke to"), any two words
+        # may be a name; after others ("with", "call", "my sister"), two English words are
+        # usually just words ("with great care"): at least one must be unknown to English.
+        if _PERSON_CUE.fullmatch(cue.group().rstrip(":, \t")) or not all(
+            is_english_word(text[a:b]) for a, b in words
+        ):
             found.append((words[0][0], words[-1][1]))
     return found
 
@@ -327,9 +340,9 @@ def is_english(text: str) -> bool:
             words.append(m.group())
             if len(words) >= _LANGUAGE_SAMPLE:
                 break
-    if len(words) < _MIN_WORDS_FOR_SHARE:
-        return True
     known = sum(1 for w in words if w in _NOT_LOWER_NAME or is_english_word(w))
+    if len(words) < _MIN_WORDS_FOR_SHARE:
+        return known > 0 or not words  # "Falta alguma coisa?" is not English
     return known / len(words) >= _MIN_ENGLISH_SHARE
 
 
