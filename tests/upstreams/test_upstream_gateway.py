@@ -42,6 +42,8 @@ IN_FLIGHT: list[tuple[str, bool, int, str, dict[str, Any]]] = [
     ("endless_lines", True, 502, "upstream_event_too_large", {}),
     ("endless_event", True, 502, "upstream_event_too_large", {}),
     ("drip_json", False, 504, "upstream_timeout", {"timeout": {"read": 10.0, "total": 3.0}}),
+    # 16 MiB of valid events relayed as fast as they come, then the error event (200 started).
+    ("many_events", True, 200, "upstream_answer_too_large", {}),
 ]
 
 
@@ -85,9 +87,14 @@ def test_bad_answer_is_an_openai_error_and_healthz_stays_fast(
         caller.join(60)
     assert all("PROMPT" not in record.getMessage() for record in caplog.records)
     response = result["response"]
+    print(f"{mode}: {len(latencies)} /healthz polls, slowest {max(latencies) * 1000:.0f} ms")
     assert max(latencies) < 1.0, f"/healthz took {max(latencies):.2f} s with a bad answer in flight"
     assert response.status_code == status
-    assert _error(response.text)["code"] == code
+    if status == 200:  # failed after the first event: the stream's last event is the error
+        last = [line for line in response.text.splitlines() if line.startswith("data: ")][-1]
+        assert _error(last[6:])["code"] == code
+    else:
+        assert _error(response.text)["code"] == code
     assert "PROMPT" not in response.text
     assert "127.0.0.1" not in response.text
 
