@@ -96,7 +96,7 @@ def _build(db: Path, signer: FileSigner, records: int, distinct: int) -> None:
             operations={k: v.value for k, v in d.operations.items()},
             upstream="worker",
             text_digests=("hmac-sha256:" + "ab" * 32,) * 2,
-            inputs=DecisionInputs(entities=stats, headers={}),
+            inputs=DecisionInputs(entities=stats, headers={}, threshold=policy.threshold),
         )
         encoded.append(canonical_data(rec.to_data(), limit=65536))
     store = SqliteStore(db, origin="bench.local/audit", create=True)

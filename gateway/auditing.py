@@ -33,6 +33,7 @@ from gateway.detect.findings import Finding
 from gateway.errors import ServiceUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import RequestContext, RoutedRequest
+from gateway.policy import Policy
 from pki.secret import Secret
 
 __all__ = ["LogOnlyAudit", "TrailAudit", "decision_inputs"]
@@ -45,6 +46,8 @@ def decision_inputs(
     headers: Mapping[str, str],
     header_names: Iterable[str],
     key: Secret,
+    *,
+    threshold: float | None = None,
 ) -> DecisionInputs:
     """The facts the policy decided on, as the trail keeps them (no text)."""
     stats: dict[str, tuple[int, float]] = {}
@@ -55,7 +58,7 @@ def decision_inputs(
     for name in sorted({n.lower() for n in header_names}):
         value = headers.get(name)
         kept[name] = None if value is None else header_digest(key, name, value)
-    return DecisionInputs(entities=stats, headers=kept)
+    return DecisionInputs(entities=stats, headers=kept, threshold=threshold)
 
 
 class TrailAudit:
@@ -109,7 +112,13 @@ class TrailAudit:
             operations={k: v.value for k, v in decision.operations.items()},
             upstream=routed.upstream,
             text_digests=tuple(text_digest(self._key, ref.text) for ref in texts),
-            inputs=decision_inputs(routed.findings, ctx.headers, self._policy_headers(), self._key),
+            inputs=decision_inputs(
+                routed.findings,
+                ctx.headers,
+                self._policy_headers(),
+                self._key,
+                threshold=routed.policy.threshold if isinstance(routed.policy, Policy) else None,
+            ),
         )
         try:
             decision_id = await self._trail.append_decision(record)

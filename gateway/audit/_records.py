@@ -62,6 +62,9 @@ class DecisionInputs:
 
     entities: Mapping[str, tuple[int, float]] = field(default_factory=lambda: MappingProxyType({}))
     headers: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
+    # The detection threshold findings were kept at (detection drops those below it): a
+    # candidate with a lower threshold cannot be replayed from these findings.
+    threshold: float | None = None
 
     def to_data(self) -> dict[str, object]:
         for digest in self.headers.values():
@@ -77,11 +80,16 @@ class DecisionInputs:
             # The score exactly as the engine compared it: RFC 8785 writes the shortest form
             # that reads back as the same double, so replay decides on the same number.
             entities[str(entity_type)] = {"count": int(count), "max_score": float(score)}
-        return {
+        data: dict[str, object] = {
             "v": 1,
             "entities": entities,
             "headers": {str(k): v for k, v in self.headers.items()},
         }
+        if self.threshold is not None:
+            if not math.isfinite(self.threshold):
+                raise AuditRecordError("decision inputs hold a non-finite threshold")
+            data["threshold"] = float(self.threshold)
+        return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ cannot re-decide is counted as *not replayable*, with the reason, never guessed:
   residual after sanitization, no policy loaded, static routing without a policy: only a
   ``sha256:`` policy version is a policy's decision): the facts that caused it are not in the
   trail;
+- the candidate's detection threshold is below the one the findings were kept at (detection
+  drops findings below the live threshold, so the candidate would have seen more);
 - the candidate reads a header the record did not keep, or matches it with a glob (a keyed
   digest answers only "equals this literal"), or no digest key was given to compare literals.
 
@@ -54,9 +56,10 @@ __all__ = [
 HeaderDigest = Callable[[str, str], str]
 
 CAVEAT_DETECTION = (
-    "findings are the ones recorded when each request was decided: the candidate's threshold "
-    "and min_score are applied to them, but changes to its detection section (recognizers, "
-    "deny lists, entity list) cannot be replayed from the trail"
+    "findings are the ones recorded when each request was decided: a candidate's higher "
+    "threshold and its rules' min_score are applied to them (a lower threshold makes records "
+    "not replayable), but changes to its detection section (recognizers, deny lists, entity "
+    "list) cannot be replayed from the trail"
 )
 MAX_SAMPLES = 5  # sample decision ids kept per change
 MAX_NAMES = 100  # identities / models listed per change (the rest are counted)
@@ -301,6 +304,15 @@ def facts_from_record(data: Mapping[str, Any], candidate: _Candidate) -> Request
     entities = inputs.get("entities")
     if not isinstance(entities, Mapping):
         return "decision inputs are malformed"
+    kept_at = inputs.get("threshold")
+    if not isinstance(kept_at, int | float) or isinstance(kept_at, bool):
+        return "the record does not say at which detection threshold findings were kept"
+    if candidate.policy.threshold < kept_at:
+        # Detection dropped findings below the live threshold: the candidate would see more.
+        return (
+            f"the candidate's detection threshold {candidate.policy.threshold:g} is below the "
+            f"{kept_at:g} the findings were kept at"
+        )
     findings: list[Finding] = []
     for entity_type, stats in sorted(entities.items()):
         score = stats.get("max_score") if isinstance(stats, Mapping) else None

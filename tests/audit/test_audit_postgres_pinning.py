@@ -38,7 +38,7 @@ def pg_trail(postgres_dsn: str, tmp_path: Path) -> tuple[str, Path]:
     async def write() -> None:
         trail = open_audit_trail(config, signer)
         for i in range(1, 13):
-            inputs = DecisionInputs(entities={"US_SSN": (1, 0.85)}, headers={})
+            inputs = DecisionInputs(entities={"US_SSN": (1, 0.85)}, headers={}, threshold=0.5)
             await trail.append_decision(sample_decision(i, inputs=inputs))
             if i in (4, 8):
                 await trail.checkpoint()

@@ -105,6 +105,7 @@ def _inputs(facts: RequestFacts, key: Any) -> DecisionInputs:
     return DecisionInputs(
         entities=stats,
         headers={"x-team": None if team is None else header_digest(key, "x-team", team)},
+        threshold=0.5,  # the live policy's (policies/default.yaml)
     )
 
 
@@ -667,3 +668,25 @@ def test_shadow_week_then_replay_month_read_the_same(
     assert set(shadowed) == set(replayed)
     assert shadowed["mode"] == "shadow"
     assert shadowed["decisions"] == replayed["decisions"]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "replayable"), [("0.3", False), ("0.7", True)], ids=["lower", "higher"]
+)
+def test_candidate_threshold_against_the_recorded_one(
+    trail: Trail,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    threshold: str,
+    replayable: bool,
+) -> None:
+    """Detection kept only findings at or above the live threshold (0.5): a candidate with a
+    higher one is replayed (it only ignores more), one with a lower one is not (it would have
+    seen findings the trail never held)."""
+    policy = tmp_path / "candidate.yaml"
+    policy.write_text(CANDIDATE.replace("threshold: 0.5", f"threshold: {threshold}", 1))
+    argv = ["policy", "replay", "--sqlite", str(trail.db), "--policy", str(policy), "--json"]
+    report = json.loads(_run([*argv, "--digest-key-file", str(trail.key_file)], capsys))
+    below = sum(n for r, n in report["not_replayable"].items() if "is below the 0.5" in r)
+    assert report["replayed"] == (len(trail.facts) if replayable else 0)
+    assert below == (0 if replayable else len(trail.facts))
