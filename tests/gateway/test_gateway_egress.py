@@ -153,3 +153,23 @@ def test_placeholders_do_not_fail_closed_end_to_end(
             assert response.headers["x-bastion-route"] == "openai"
             assert response.json()["choices"][0]["message"]["content"] == text
     assert "48392017" not in recording_upstream.all_bytes().decode()
+
+
+def test_pipeline_public_surface_is_pinned() -> None:
+    """gateway.pipeline names what other packages may use (the steps stay private), as httpx
+    pins its __all__."""
+    import gateway.pipeline as pipeline
+
+    assert sorted(pipeline.__all__) == [
+        "AuditSink",
+        "NullRestorer",
+        "RequestContext",
+        "Restorer",
+        "RoutedRequest",
+        "Router",
+        "handle_completion",
+        "identify",
+        "read_json_body",
+        "stream_events",
+    ]
+    assert all(hasattr(pipeline, name) for name in pipeline.__all__)
