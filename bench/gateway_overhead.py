@@ -91,6 +91,7 @@ def _config(
     *,
     detect_processes: int | None = None,
 ) -> tuple[Path, int, int]:
+    name, variant = variant, variant.partition("+")[0]  # "audit+fastlib": files apart
     port, ops_port = _free_port(), _free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     lines = [
@@ -105,17 +106,17 @@ def _config(
     if detect_processes is not None and variant in ("policy", "tracing"):
         lines.append(f"limits: {{detect_processes: {detect_processes}}}")
     if variant in ("audit", "policy", "tracing"):
-        key = work / f"{variant}-digest.key"
+        key = work / f"{name}-digest.key"
         key.write_text("b" * 48)
         lines.append(
-            f"audit: {{backend: sqlite, path: {work / (variant + '-audit.db')}, digest_key_file: {key}}}"
+            f"audit: {{backend: sqlite, path: {work / (name + '-audit.db')}, digest_key_file: {key}}}"
         )
-        lines.append(f"signing: {{key_file: {work / (variant + '-signing.key')}}}")
+        lines.append(f"signing: {{key_file: {work / (name + '-signing.key')}}}")
     if variant in ("policy", "tracing"):
         lines.append(f"policy: {{file: {ROOT / 'policies' / 'default.yaml'}}}")
     if variant == "tracing":
         lines.append("tracing: {exporter: console}")
-    path = work / f"{variant}.yaml"
+    path = work / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path, port, ops_port
 
@@ -377,26 +378,33 @@ def start_stack(
                     "LiteLLM (plain HTTP, no audit, no scan)",
                 )
             )
-        for variant in variants:
+        for spec in variants:
+            # "audit:/tmp/fastlib": the audit variant with /tmp/fastlib first on its PYTHONPATH
+            # (try a sitecustomize.py that installs uvloop, say) beside the plain one.
+            variant, _, extra_path = spec.partition(":")
+            name = f"{variant}+{Path(extra_path).name}" if extra_path else variant
             config, port, ops_port = _config(
-                work, variant, ca, s_cert, s_key, upstream_port, detect_processes=detect_processes
+                work, name, ca, s_cert, s_key, upstream_port, detect_processes=detect_processes
             )
             command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+            gateway_env = dict(env)
+            if extra_path:
+                gateway_env["PYTHONPATH"] = f"{extra_path}:{env['PYTHONPATH']}"
             process = subprocess.Popen(
                 [*(gateway_prefix or []), *command],
-                env=env,
+                env=gateway_env,
                 stdout=subprocess.DEVNULL if variant == "tracing" else None,
             )
             processes.append(process)
             _wait(f"http://127.0.0.1:{ops_port}/readyz")
             stack.targets.append(
                 Target(
-                    variant,
+                    name,
                     f"https://127.0.0.1:{port}/v1/chat/completions",
                     process.pid,
                     True,
                     SIZES if variant == "policy" else (200,),
-                    _LABELS[variant],
+                    _LABELS[variant] + (f" + {extra_path}" if extra_path else ""),
                 )
             )
         stack.ctx = client_context(ca=ca.cert_path, cert=c_cert, key=c_key)
@@ -416,7 +424,8 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="",
-        help="extra Bastion variants beside audit and policy: plain, tracing",
+        help="extra Bastion variants beside audit and policy: plain, tracing; NAME:DIR runs "
+        "variant NAME again with DIR first on its PYTHONPATH",
     )
     parser.add_argument(
         "--detect-processes",
@@ -427,7 +436,7 @@ def main() -> None:
     args = parser.parse_args()
     extra = [v for v in args.variants.split(",") if v]
     for variant in extra:
-        if variant not in VARIANTS:
+        if variant.partition(":")[0] not in VARIANTS:
             raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     variants = ["audit", "policy", *(v for v in extra if v not in ("audit", "policy"))]
     with tempfile.TemporaryDirectory() as tmp:
