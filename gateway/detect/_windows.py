@@ -36,7 +36,7 @@ from gateway.detect._lexicon import is_english_word
 
 __all__ = ["NOT_NAME_START", "Windows", "ner_windows"]
 
-_WINDOW_SIDE = 48  # characters of context either side of a capitalized pair (within its sentence)
+_WINDOW_SIDE = 32  # characters of context either side of a capitalized pair (within its sentence)
 _CUE_SIDE = 14  # and around a recased name (the introducing phrase and a word after)
 _MAX_CAPS_RUN = 240  # characters of one ALL-CAPS run recased (headings, shouted sentences)
 _BOUNDARY = re.compile(r"[.!?\n]")
