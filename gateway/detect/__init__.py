@@ -4,7 +4,8 @@ Public surface:
 
 - :func:`extract_texts` / :func:`replace_texts`: the texts a request carries, by path.
 - :class:`Detector` (built from a policy's :class:`DetectionSpec`): ``analyze(texts)`` returns
-  :class:`Finding` s in original offsets. Blocking: run it in a bounded thread pool.
+  :class:`Finding` s in original offsets; ``analyze(texts, placeholders=...)`` re-scans a sanitized
+  body with this request's placeholders masked. Blocking: run it in a bounded pool.
 - :func:`get_analyzer`: the process-wide Presidio analyzer (offline spaCy model), built once.
 - :data:`KNOWN_ENTITIES`, :class:`EntityGroup`, :func:`entity_group`: entity type names and
   the groups (structured_id, secret, name, address) policies reason about.

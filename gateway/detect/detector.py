@@ -1,12 +1,16 @@
 """The ``Detector``: every recognizer over every text of a request, findings in original offsets.
 
-For each text: normalize (NFKC, no zero-width characters or soft hyphens, ASCII digits) keeping an
-offset map; run Bastion's recognizers (structured identifiers, secrets, field-typed values, name
-and address heuristics) and the policy's own (regex with context and validators, deny-lists);
-then Presidio's spaCy NER for names, only over the sentences that hold two adjacent Capitalized
-words (the model costs about 15 ms per KB on one core; most text has no candidate). Pieces of a
-value split over several messages are found by ``_split``. Findings below the policy threshold
-or of types the policy did not ask for are dropped; overlapping findings of one type are merged.
+For each text: normalize (``_normalize``: NFKC, every invisible character removed, dashes folded,
+ASCII digits) keeping an offset map; mask the placeholders of this request when re-scanning a
+sanitized body (``_placeholders``); run Bastion's recognizers (structured identifiers on a view
+where ``_`` separates, secrets on a view without accents, field-typed values, name and address
+heuristics) and the policy's own (regex with context and validators, deny-lists); then Presidio's
+spaCy NER for names, only over the windows ``_windows`` picks (capitalized pairs, and recased
+lowercase or ALL-CAPS names after introducing phrases; the model costs about 15-20 ms per KB on
+one core, most text has no candidate), plus capitalized words the model left unlabelled that
+look like a name English does not know (``_lexicon``). Pieces of a value split over several
+messages are found by ``_split``. Findings below the policy threshold or of types the policy did
+not ask for are dropped; overlapping findings of one type are merged.
 
 ``analyze`` is blocking (spaCy, regex over up to a few hundred KB): call it in a bounded thread
 pool, never on the event loop.
