@@ -105,3 +105,14 @@ def test_rescan_of_sanitized_request_is_clean(detector: Detector) -> None:
         extract_texts(result.body), placeholders=list(result.pseudonyms.placeholders())
     )
     assert again == []
+
+
+def test_placeholders_are_a_function_of_key_and_request() -> None:
+    """Same key and request texts: same placeholder; another key (another process) or another
+    request: another one; never a string the request contains."""
+    texts = ["plain text", "Ana Lima wrote PERSON_bcdfghjk"]
+    ph = PseudonymMap(avoid=texts, key=b"k" * 32).placeholder_for("PERSON", "Ana Lima")
+    assert PseudonymMap(avoid=texts, key=b"k" * 32).placeholder_for("PERSON", "Ana Lima") == ph
+    assert PseudonymMap(avoid=texts, key=b"j" * 32).placeholder_for("PERSON", "Ana Lima") != ph
+    assert PseudonymMap(avoid=texts[:1], key=b"k" * 32).placeholder_for("PERSON", "Ana Lima") != ph
+    assert ph.lower() not in " ".join(texts).lower()

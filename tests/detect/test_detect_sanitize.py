@@ -90,7 +90,7 @@ def test_pseudonyms_same_value_same_placeholder(detector: Detector) -> None:
 
 
 def test_placeholders_avoid_request_text() -> None:
-    """A placeholder is never a string the request already contains, and codes are random."""
+    """A placeholder is never a string the request already contains, and each value gets its own."""
     avoid = [f"x PERSON_{c}" for c in ("bbbbbbbb",)]
     pseudonyms = PseudonymMap(avoid=avoid)
     codes = {pseudonyms.placeholder_for("PERSON", f"name {i}") for i in range(200)}
