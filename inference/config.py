@@ -195,7 +195,9 @@ class BatchingConfig(BaseModel):
     # is prefilled once, not per request); least recently used evicted beyond it. Memory:
     # this x the KV bytes per token (SmolLM2-135M: 23 KiB bfloat16, 45 KiB float32). 0 turns
     # it off; a cached prefix answers faster, so a caller able to time the worker could learn
-    # that a recent prompt began with a given text (see inference._prefix). CPU fast path only.
+    # that a recent prompt began with a given text (see inference._prefix). CPU fast path, and
+    # not with dtype float32: that is the exact reference path (a suffix prefilled against
+    # cached keys rounds differently from a full prefill, so greedy text could differ).
     prefix_cache_tokens: int = Field(default=4096, ge=0, le=1 << 20)
 
     @model_validator(mode="after")

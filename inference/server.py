@@ -34,7 +34,7 @@ from inference._openai import (
     format_validation_error,
     sse,
 )
-from inference.config import WorkerConfig, check_runtime
+from inference.config import DType, WorkerConfig, check_runtime
 from inference.errors import (
     InferenceError,
     OverloadedError,
@@ -110,7 +110,11 @@ def _boot(state: WorkerState, before_ready: Callable[[], None] | None) -> None:
             max_rows=config.batching.max_batch_size,
             pad_token_id=int(pad) if pad is not None else min(eos),
             max_positions=config.batching.max_total_tokens + 1,
-            prefix_cache_tokens=config.batching.prefix_cache_tokens,
+            # float32 is the exact reference path: a suffix prefilled against cached keys rounds
+            # differently from a full prefill, so greedy text could change with cache state.
+            prefix_cache_tokens=(
+                0 if config.runtime.dtype is DType.FLOAT32 else config.batching.prefix_cache_tokens
+            ),
             fast=served.fast if served.fast is not None else True,
         )
         scheduler = Scheduler(
