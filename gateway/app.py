@@ -90,7 +90,7 @@ class Gateway:
 
 def _endpoint_handler(gateway: Gateway, endpoint: Endpoint) -> Any:
     async def handler(request: Request) -> Response:
-        with gateway.telemetry.request_span("/v1/" + endpoint.value) as span:
+        with gateway.telemetry.request_span(endpoint.path) as span:
             try:
                 response = await handle_completion(gateway, request, endpoint)
             except GatewayError as exc:
@@ -234,7 +234,7 @@ class AccessLog:
             path = _route_template(scope)  # never the raw path: it is the caller's data
             verdict = peer_identity(scope)
             who = verdict.spiffe_id if isinstance(verdict, Identity) else "-"
-            if path in ("/v1/chat/completions", "/v1/completions"):
+            if Endpoint.from_path(path) is not None:
                 state = scope.get("state") or {}
                 self.gateway.metrics.requests.labels(
                     path, route, str(state.get("action", "-")), str(status), who
@@ -255,9 +255,9 @@ class AccessLog:
 
 def build_app(gateway: Gateway) -> ASGIApp:
     routes = [
-        Route("/v1/chat/completions", _endpoint_handler(gateway, Endpoint.CHAT), methods=["POST"]),
-        Route(
-            "/v1/completions", _endpoint_handler(gateway, Endpoint.COMPLETIONS), methods=["POST"]
+        *(
+            Route(endpoint.path, _endpoint_handler(gateway, endpoint), methods=["POST"])
+            for endpoint in Endpoint
         ),
         Route("/v1/models", _models_handler(gateway), methods=["GET"]),
         *_ops_routes(gateway),

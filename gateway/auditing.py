@@ -101,7 +101,7 @@ class TrailAudit:
         record = DecisionRecord(
             identity=ctx.identity.spiffe_id,
             client_addr=ctx.client_addr,
-            endpoint="/v1/" + ctx.endpoint.value,
+            endpoint=ctx.endpoint.path,
             model=ctx.model,
             request_id=ctx.request_id,
             entities=dict(Counter(f.entity_type for f in routed.findings)),

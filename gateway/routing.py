@@ -69,7 +69,7 @@ class StaticRouter:
         name = self._config.models[ctx.model].upstream
         kind = self._upstreams[name].kind
         decision = Decision(
-            action=Action.ONPREM if kind == "onprem" else Action.MANAGED,
+            action=Action(kind),
             route=name,
             rule_id="static",
             policy_version=STATIC_POLICY_VERSION,
@@ -172,7 +172,7 @@ class PolicyRouter:
         facts = RequestFacts(
             identity=ctx.identity.spiffe_id,
             model=ctx.model,
-            endpoint="/v1/" + ctx.endpoint.value,
+            endpoint=ctx.endpoint.path,
             findings=findings,
             headers=ctx.headers,
         )

@@ -20,6 +20,7 @@ from gateway.policy.decision import Decision, RequestFacts
 from gateway.policy.engine import DEFAULT_RULE_ID, decide
 from gateway.policy.errors import Issue, PolicyFileError
 from gateway.policy.model import Policy
+from gateway.vocabulary import Endpoint
 
 __all__ = [
     "Analyzer",
@@ -33,7 +34,7 @@ __all__ = [
 
 DEFAULT_IDENTITY = "spiffe://bastion.test/policy-test"
 DEFAULT_MODEL = "default"
-DEFAULT_ENDPOINT = "/v1/chat/completions"
+DEFAULT_ENDPOINT = Endpoint.CHAT.path
 
 Analyzer = Callable[[Mapping[str, Any]], list[Finding]]
 
@@ -98,7 +99,7 @@ def load_cases(path: str | Path) -> tuple[PolicyCase, ...]:
         endpoint = (
             raw.get("endpoint")
             or defaults.get("endpoint")
-            or ("/v1/completions" if "prompt" in body else DEFAULT_ENDPOINT)
+            or (Endpoint.COMPLETIONS.path if "prompt" in body else DEFAULT_ENDPOINT)
         )
         headers = {**defaults.get("headers", {}), **raw.get("headers", {})}
         cases.append(

@@ -13,13 +13,17 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from gateway.detect.findings import Finding
+from gateway.vocabulary import RouteKind
 
 __all__ = ["Action", "Decision", "Operation", "RequestFacts"]
 
 
 class Action(StrEnum):
-    ONPREM = "onprem"  # Bastion's own worker(s), inside the perimeter
-    MANAGED = "managed"  # a managed API, after sanitization
+    """The decision: one of the route kinds (:class:`gateway.vocabulary.RouteKind`), or deny.
+    ``Action(route_kind)`` is the action of routing there."""
+
+    ONPREM = RouteKind.ONPREM.value  # Bastion's own worker(s), inside the perimeter
+    MANAGED = RouteKind.MANAGED.value  # a managed API, after sanitization
     DENY = "deny"
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 
 from gateway.detect.spec import DetectionSpec
 from gateway.policy.decision import Operation
+from gateway.vocabulary import RouteKind  # re-exported: a route's kind is the shared word
 
 __all__ = [
     "ANY_ENTITY",
@@ -27,11 +27,6 @@ __all__ = [
 
 ANY_ENTITY = "*"  # in ``when.entities.any``: a finding of any type
 DENY = "deny"  # ``defaults.on_error`` value that refuses instead of routing on-prem
-
-
-class RouteKind(StrEnum):
-    ONPREM = "onprem"
-    MANAGED = "managed"
 
 
 @dataclass(frozen=True, slots=True)

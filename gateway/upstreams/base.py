@@ -21,15 +21,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
+from gateway.vocabulary import Endpoint, RouteKind  # Endpoint re-exported for the adapters
+
 __all__ = ["Endpoint", "Upstream", "UpstreamReply", "UpstreamStream"]
-
-
-class Endpoint(StrEnum):
-    CHAT = "chat/completions"
-    COMPLETIONS = "completions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +44,7 @@ class UpstreamStream(Protocol):
 
 class Upstream(Protocol):
     name: str
-    kind: str  # "onprem" | "managed"
+    kind: RouteKind
 
     def upstream_model(self, alias: str) -> str: ...
 

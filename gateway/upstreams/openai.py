@@ -21,6 +21,7 @@ from gateway.upstreams._limits import parse_json
 from gateway.upstreams._pool import RequestBuilder, UpstreamPool, build_ssl_context
 from gateway.upstreams._stream import EventStream
 from gateway.upstreams.base import Endpoint, UpstreamReply
+from gateway.vocabulary import RouteKind
 from pki.secret import Secret
 
 __all__ = ["OpenAIUpstream", "build_ssl_context"]
@@ -80,7 +81,7 @@ class _ChunkDecoder:
 class OpenAIUpstream:
     def __init__(self, name: str, config: UpstreamConfig, api_key: Secret | None) -> None:
         self.name = name
-        self.kind: str = config.kind
+        self.kind: RouteKind = config.kind
         self._config = config
         self._api_key = api_key
         self._pool = UpstreamPool(name, config)
@@ -96,7 +97,7 @@ class OpenAIUpstream:
         headers = {"content-type": "application/json"}
         if self._api_key is not None:
             headers["authorization"] = f"Bearer {self._api_key.reveal()}"
-        if self.kind == "onprem":
+        if self.kind is RouteKind.ONPREM:
             # One trace across gateway and worker; trace ids never go to managed APIs.
             headers.update(traceparent_headers())
         return headers

@@ -28,6 +28,7 @@ from gateway.config import UbiAIOptions, UpstreamConfig
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.upstreams._pool import UpstreamPool
 from gateway.upstreams.base import Endpoint, UpstreamReply
+from gateway.vocabulary import RouteKind
 from pki.secret import Secret
 
 __all__ = ["UbiAIUpstream", "chat_to_ubiai"]
@@ -94,7 +95,7 @@ class UbiAIUpstream:
         if token is None:
             raise UpstreamError(f"ubiai upstream '{name}' needs api_key (the URL token)")
         self.name = name
-        self.kind: str = config.kind
+        self.kind: RouteKind = config.kind
         self._config = config
         self._token = token
         self._response_field = config.ubiai.response_field
