@@ -358,11 +358,13 @@ def ner_windows(text: str, covered: Sequence[tuple[int, int]] = ()) -> Windows:
     spans: list[tuple[int, int]] = []
     recased: list[tuple[int, int]] = []
     pairs = _cap_pairs(text)
-    english = is_english(text)
+    unknown = _unknown_lower(text)
+    # The language is judged only where a guess depends on it (it reads every word).
+    english = is_english(text) if unknown or _NAME_SEQUENCE.search(text) else True
     for start, end in pairs:
         if not known(start, end):
             spans.append(_sentence(text, start, end, _WINDOW_SIDE))
-    lowercase = [*(_unknown_lower(text) if english else ()), *_lower_after_cues(text)]
+    lowercase = [*(unknown if english else ()), *_lower_after_cues(text)]
     for start, end in lowercase:
         if not known(start, end):
             recased.append((start, end))
