@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.audit._errors import AuditConfigError
 from pki.secret import Secret, SecretSourceError, secret_from_env_or_file
+from pki.yamlfile import format_path
 
 __all__ = [
     "AuditConfig",
@@ -108,18 +109,13 @@ def audit_digest_key(config: AuditConfig) -> Secret:
 def read_config_document(path: Path) -> dict[str, Any]:
     """A gateway config file as plain data (only the sections a CLI command needs are then
     validated, so a command works from a partial config)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from pki.yamlfile import YamlFileError, read_yaml_file  # the loader every config shares
 
     try:
-        document = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AuditConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise AuditConfigError(f"{path}{where}: not valid YAML") from None
-    return document if isinstance(document, dict) else {}
+        document = read_yaml_file(path)
+    except YamlFileError as exc:  # file:line:col and what is wrong
+        raise AuditConfigError(str(exc)) from None
+    return document.data if isinstance(document.data, dict) else {}
 
 
 def relative_to_file(path: Path, value: object) -> object:
@@ -146,5 +142,5 @@ def audit_config_from_file(path: Path) -> AuditConfig:
         return AuditConfig(**section)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "audit"
+        field = format_path(first["loc"]) or "audit"
         raise AuditConfigError(f"{path}: audit.{field}: {first['msg']}") from None

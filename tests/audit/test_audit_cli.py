@@ -150,7 +150,7 @@ def test_prune_refuses_a_tampered_trail(
         ("audit:\n  path: trail.db\n", 1, "names no checkpoint signer"),
         ("audit:\n  path: trail.db\n  sanitize: x\n", 1, "audit.sanitize: Extra inputs"),
         ("gateway: {}\n", 1, "has no 'audit:' section"),
-        ("audit: [\n", 1, "not valid YAML"),
+        ("audit: [\n", 1, "bastion.yaml:2:1: YAML error"),
     ],
     ids=["good", "no-signer", "unknown-key", "no-section", "bad-yaml"],
 )
