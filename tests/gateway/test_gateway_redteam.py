@@ -333,6 +333,27 @@ HOLDS = [
         (SSN_DIGITS,),
         status=400,
     ),
+    # Errors name the field, never the value, even when the value is the field's NAME.
+    Attack("unknown-key-is-ssn", chat(**{SSN: 1}), (SSN_DIGITS,), status=400),
+    Attack(
+        "unknown-message-key-is-aws",
+        {"model": "chat-default", "messages": [{"role": "user", "content": "hi", AWS: 1}]},
+        (AWS,),
+        status=400,
+    ),
+    Attack(
+        "role-is-aws",
+        {"model": "chat-default", "messages": [{"role": AWS, "content": "hi"}]},
+        (AWS,),
+        status=400,
+    ),
+    Attack("metadata-key-too-long-aws", chat(metadata={AWS * 4: "x"}), (AWS,), status=400),
+    Attack(
+        "model-is-aws",
+        {"model": AWS, "messages": [{"role": "user", "content": "hi"}]},
+        (AWS,),
+        status=404,
+    ),
     Attack("max-tokens-as-ssn", chat(max_tokens=219099999), (SSN2_DIGITS,), status=400),
 ]
 
