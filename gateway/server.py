@@ -30,7 +30,7 @@ from gateway.telemetry import Telemetry
 from gateway.upstreams import OpenAIUpstream, UbiAIUpstream, Upstream
 from pki.asgi_tls import ConnectionLimits, PeerPolicy, protocol_class
 from pki.crl import RevocationChecker
-from pki.errors import BastionError
+from pki.errors import BastionError, CRLError
 from pki.secret import Secret, SecretSourceError
 from pki.signing import FileSigner, Signer
 from pki.tls import count_handshake_alerts, server_context
@@ -334,16 +334,12 @@ async def _before_drain(gateway: Gateway) -> None:
 
 
 def _checker_from_ca_file(crl: Path, ca: Path) -> RevocationChecker:
-    from cryptography import x509
-
+    # Every CA certificate of the file (ca-bundle.pem after a rotation), re-read as CRLs change:
+    # the same checker the worker builds (pki.crl).
     try:
-        certificates = x509.load_pem_x509_certificates(ca.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"tls.ca {ca} cannot be read as a PEM certificate ({type(exc).__name__})"
-        ) from None
-    # Every CA certificate of the file (ca-bundle.pem after a rotation), re-read as CRLs change.
-    return RevocationChecker(crl, certificates, ca_path=ca)
+        return RevocationChecker.from_ca_file(crl, ca)
+    except CRLError as exc:
+        raise ConfigError(f"tls.ca/tls.crl: {exc}") from None
 
 
 async def _run(

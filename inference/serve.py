@@ -24,17 +24,15 @@ logger = logging.getLogger("bastion.worker")
 
 
 def _revocation(crl: Path, ca: Path) -> RevocationChecker:
-    from cryptography import x509
-
+    # Every CA certificate of the file (ca-bundle.pem after a CA rotation), re-read as CRLs
+    # change: the same checker the gateway builds (pki.crl).
     from pki.crl import RevocationChecker
+    from pki.errors import CRLError
 
     try:
-        certificate = x509.load_pem_x509_certificate(ca.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise WorkerConfigError(
-            f"server.tls.ca {ca} cannot be read as a PEM certificate ({type(exc).__name__})"
-        ) from None
-    return RevocationChecker(crl, certificate)
+        return RevocationChecker.from_ca_file(crl, ca)
+    except CRLError as exc:
+        raise WorkerConfigError(f"server.tls.ca/server.tls.crl: {exc}") from None
 
 
 def build_uvicorn_config(config: WorkerConfig, app: Starlette) -> uvicorn.Config:
