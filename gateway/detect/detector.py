@@ -27,7 +27,13 @@ from gateway.detect._base import Candidate
 from gateway.detect._custom import compile_deny_list, compile_recognizer
 from gateway.detect._fields import find_fields
 from gateway.detect._lexicon import is_english_word
-from gateway.detect._normalize import NormalizedText, ascii_skeleton, normalize, structured_view
+from gateway.detect._normalize import (
+    NormalizedText,
+    ascii_skeleton,
+    ignorable_characters,
+    normalize,
+    structured_view,
+)
 from gateway.detect._people import find_addresses, find_names
 from gateway.detect._placeholders import PlaceholderMask, only_masked
 from gateway.detect._public import is_public_figure, public_figure_spans
@@ -121,6 +127,11 @@ class Detector:
         if self._use_ner and analyzer is None:
             analyzer = get_analyzer()
         self._analyzer = analyzer
+        # Per-process tables built now, not in the first request that needs them (about 0.4 s):
+        # the Unicode ignorable set, and the English lexicon the name windows consult.
+        ignorable_characters()
+        if self._use_ner:
+            is_english_word("warm")
 
     @property
     def spec(self) -> DetectionSpec:
