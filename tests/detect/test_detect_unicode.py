@@ -77,22 +77,33 @@ def _interleave(value: str, ch: str) -> str:
     return ch.join(value)
 
 
-@pytest.mark.parametrize(("name", "ch"), INVISIBLE_CASES, ids=[n for n, _ in INVISIBLE_CASES])
+_VALUES = [
+    ("SSN", "US_SSN", SSN),
+    ("card", "CREDIT_CARD", CARD),
+    ("AWS key", "AWS_ACCESS_KEY", AWS),
+]
+# Line and paragraph separators are whitespace, not invisibles: they stand between the groups of
+# a number (a key cut by one is two words, so keys are not tried with them).
+_INVISIBLE_MATRIX = [
+    (name, ch, context, entity, value)
+    for name, ch in INVISIBLE_CASES
+    for context, entity, value in _VALUES
+    if not (name.startswith(("line-", "paragraph-")) and entity == "AWS_ACCESS_KEY")
+]
+
+
 @pytest.mark.parametrize(
-    ("context", "entity", "value"),
-    [("SSN", "US_SSN", SSN), ("card", "CREDIT_CARD", CARD), ("AWS key", "AWS_ACCESS_KEY", AWS)],
-    ids=["ssn", "card", "aws"],
+    ("name", "ch", "context", "entity", "value"),
+    _INVISIBLE_MATRIX,
+    ids=[f"{c[2].split()[0].lower()}-{c[0]}" for c in _INVISIBLE_MATRIX],
 )
 def test_invisible_characters_inside_a_value_do_not_hide_it(
     detector: Detector, name: str, ch: str, context: str, entity: str, value: str
 ) -> None:
-    """The character between every two characters of the value does not stop its detection,
-    and the finding covers the whole value as written."""
+    """The character between every two characters of the value (between its groups, for the
+    line and paragraph separators) does not stop its detection, and the finding covers the
+    whole value as written."""
     if name.startswith(("line-", "paragraph-")):
-        # Whitespace, not an invisible: it separates the groups of a number, and a key cut by it
-        # is two words.
-        if entity == "AWS_ACCESS_KEY":
-            pytest.skip("a key cut by a line separator is two words")
         written = value.replace("-", ch)
     else:
         written = _interleave(value, ch)
