@@ -50,22 +50,19 @@ def test_name_is_found(detector: Detector, text: str, covered: str) -> None:
 
 
 NOT_PERSONS = [
-    ("brands", "Pay with Mastercard or Visa, not American Express.", ("Mastercard", "Visa")),
-    ("brand-tier", "Mastercard Gold and Visa Infinite cards are accepted.", ("Mastercard", "Visa")),
-    ("with-common-words", "Handle it with great care and send it with express shipping.", ()),
-    ("cc-common", "cc the whole team and ask legal counsel first.", ()),
-    ("upper-heading", "QUARTERLY REVENUE REPORT FOR THE BOARD", ()),
+    ("brands", "Pay with Mastercard or Visa, not American Express."),
+    ("brand-tier", "Mastercard Gold and Visa Infinite cards are accepted."),
+    ("with-common-words", "Handle it with great care and send it with express shipping."),
+    ("cc-common", "cc the whole team and ask legal counsel first."),
+    ("upper-heading", "QUARTERLY REVENUE REPORT FOR THE BOARD"),
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "words"), [c[1:] for c in NOT_PERSONS], ids=[c[0] for c in NOT_PERSONS]
-)
-def test_not_a_person(detector: Detector, text: str, words: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("text", [c[1] for c in NOT_PERSONS], ids=[c[0] for c in NOT_PERSONS])
+def test_not_a_person(detector: Detector, text: str) -> None:
     """Brand names, common words after a weak cue and headings are not people."""
     persons = [span for t, span in find_in(detector, text) if t == "PERSON"]
     assert persons == [], persons
-    del words
 
 
 # Measured when written: 4/90 leaked on the first run (before the name-shape rules), 0/90 after.
