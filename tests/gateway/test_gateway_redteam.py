@@ -14,6 +14,21 @@ Two tables:
 - ``HOLDS``: attacks the gate stops today (passing tests that pin the behaviour);
 - ``BREAKS``: attacks that get through today, each ``xfail(strict=True)`` with what leaks, so
   the suite stays green and a fix flips the test to an XPASS failure (then move it to HOLDS).
+
+Who fixes which BREAKS (lead's assignment, 14:57 UTC; remove a test's xfail when it is fixed):
+- the gate engineer (egress scan, typed model; gateway/sanitize/egress.py, gateway/api/*):
+  1. JSON numbers (seed, token-id prompts, schema default/enum/const/examples numbers);
+  5. encodings decoded by the egress scan (HTML entities, percent-encoding, base64 words,
+     literal \\uXXXX escapes, escapes in not-quite-JSON tool arguments, duplicate keys in tool
+     arguments: scan every occurrence, first and last);
+  6. values split across fields/turns (stop arrays, AWS key over two messages).
+- the detect-2 engineer (recognizers; gateway/detect/_structured.py, _secrets.py,
+  _normalize.py):
+  2. letters/digits glued to a value (ssn-glued-*, card-glued, card-in-longer-digits,
+     aws-glued, ssn-in-user / metadata key / function name / schema name);
+  3. separators (spaced dashes, U+2044, newlines, double spaces, IBAN dashes/dots,
+     U+3002 as a dot, quoted email local part);
+  4. AWS key id variants (lowercase, spaced groups, Cyrillic homoglyph prefix).
 """
 
 from __future__ import annotations
