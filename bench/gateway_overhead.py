@@ -62,9 +62,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(url: str, timeout: float = 600) -> None:
+def _wait(url: str, timeout: float = 600, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{url}: the process exited with status {process.returncode}")
         try:
             if httpx2.get(url, timeout=1).status_code == 200:
                 return
@@ -181,6 +183,7 @@ class Target:
     tls: bool
     sizes: tuple[int, ...]
     label: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -229,7 +232,9 @@ async def measure(
     """Interleaved rounds per (size, concurrency); returns cells keyed (target, size, C)."""
     limits = httpx2.Limits(max_connections=64, max_keepalive_connections=64)
     clients = {
-        t.name: httpx2.AsyncClient(limits=limits, timeout=60, verify=ctx if t.tls else True)
+        t.name: httpx2.AsyncClient(
+            limits=limits, timeout=60, verify=ctx if t.tls else True, headers=t.headers
+        )
         for t in targets
     }
     cells: dict[tuple[str, int, int], Cell] = {}
@@ -360,6 +365,9 @@ def start_stack(
             config = _litellm_config(work, upstream_port)
             litellm_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             litellm_env["LITELLM_TELEMETRY"] = "False"
+            # LiteLLM refuses to start without a master key; callers then send it as Bearer.
+            master_key = "sk-bench-" + os.urandom(16).hex()
+            litellm_env["LITELLM_MASTER_KEY"] = master_key
             process = subprocess.Popen(
                 [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
                 env=litellm_env,
@@ -367,7 +375,7 @@ def start_stack(
                 stderr=subprocess.DEVNULL,
             )
             processes.append(process)
-            _wait(f"http://127.0.0.1:{port}/health/liveliness")
+            _wait(f"http://127.0.0.1:{port}/health/liveliness", process=process)
             stack.targets.append(
                 Target(
                     "litellm",
@@ -376,6 +384,7 @@ def start_stack(
                     False,
                     (200,),
                     "LiteLLM (plain HTTP, no audit, no scan)",
+                    {"authorization": f"Bearer {master_key}"},
                 )
             )
         for spec in variants:
@@ -396,7 +405,7 @@ def start_stack(
                 stdout=subprocess.DEVNULL if variant == "tracing" else None,
             )
             processes.append(process)
-            _wait(f"http://127.0.0.1:{ops_port}/readyz")
+            _wait(f"http://127.0.0.1:{ops_port}/readyz", process=process)
             stack.targets.append(
                 Target(
                     name,
