@@ -123,9 +123,9 @@ async def _send(
     if routed.upstream is None or routed.upstream not in gateway.upstreams:
         raise ServiceUnavailable(f"route '{routed.decision.route}' has no usable upstream")
     upstream = gateway.upstreams[routed.upstream]
-    outgoing, restorer = steps.body_for(ctx, upstream)
+    outgoing, wire, restorer = steps.body_for(ctx, upstream)
     try:
-        return await forward(gateway, ctx, upstream, outgoing, restorer, headers)
+        return await forward(gateway, ctx, upstream, outgoing, wire, restorer, headers)
     except (UpstreamError, ServiceUnavailable) as exc:
         fallback = routed.fallback_upstream
         if upstream.kind != "managed" or fallback is None or fallback not in gateway.upstreams:
@@ -140,13 +140,13 @@ async def _send(
         onprem = gateway.upstreams[fallback]
         if onprem.kind != "onprem":
             raise ServiceUnavailable("fallback route is not on-prem; refusing") from None
-        body, _ = steps.body_for(ctx, onprem)
+        body, onprem_wire, _ = steps.body_for(ctx, onprem)
         headers = {
             **headers,
             "x-bastion-route": f"{headers['x-bastion-route']}->fallback:{fallback}",
         }
         try:
-            return await forward(gateway, ctx, onprem, body, NullRestorer(), headers)
+            return await forward(gateway, ctx, onprem, body, onprem_wire, NullRestorer(), headers)
         except GatewayError as exc2:
             return await upstream_failure(gateway, ctx, onprem.name, exc2, headers)
     except GatewayError as exc:

@@ -39,14 +39,16 @@ async def forward(
     ctx: RequestContext,
     upstream: Upstream,
     outgoing: dict[str, Any],
+    wire: bytes | None,
     restorer: Restorer,
     headers: dict[str, str],
 ) -> Response:
-    """Send to one upstream; upstream errors propagate (before any byte reached the caller)."""
+    """Send to one upstream (``wire``: the exact scanned bytes, sent as they are); upstream
+    errors propagate (before any byte reached the caller)."""
     if ctx.stream:
-        return await _forward_stream(gateway, ctx, upstream, outgoing, restorer, headers)
+        return await _forward_stream(gateway, ctx, upstream, outgoing, wire, restorer, headers)
     with gateway.telemetry.step("forward"):
-        reply = await upstream.complete(ctx.endpoint, outgoing)
+        reply = await upstream.complete(ctx.endpoint, outgoing, wire)
     with gateway.telemetry.step("restore"):
         answer = restorer.restore_body(reply.body)
     answer["model"] = ctx.model
@@ -61,10 +63,11 @@ async def _forward_stream(
     ctx: RequestContext,
     upstream: Upstream,
     outgoing: dict[str, Any],
+    wire: bytes | None,
     restorer: Restorer,
     headers: dict[str, str],
 ) -> Response:
-    stream = await upstream.stream(ctx.endpoint, outgoing)
+    stream = await upstream.stream(ctx.endpoint, outgoing, wire)
 
     async def body() -> AsyncIterator[bytes]:
         status, error_class, usage = 200, None, None

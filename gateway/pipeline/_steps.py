@@ -7,15 +7,16 @@ Fail-closed rules live here and only here:
 3. sanitizing raises, or the sanitized body no longer validates → ``on_error``;
 4. the egress scan of the exact outgoing bytes finds anything at or above the threshold that is
    not Bastion's own token, or cannot run → ``on_error``;
-5. a managed upstream only ever receives ``ctx.outgoing``, and only after rule 4 passed
-   (:func:`body_for`); a router that cannot gate (no policy) never reaches one.
+5. a managed upstream only ever receives ``ctx.outgoing_bytes``, the bytes rule 4 scanned
+   (made by the adapter's own ``encode``, so its wire shape and config fields are scanned
+   too), and only after rule 4 passed (:func:`body_for`); a router that cannot gate (no
+   policy) never reaches one.
 
 ``on_error`` is on-prem or deny, never managed, and carries no managed fallback.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -180,7 +181,9 @@ async def sanitize(gateway: Gateway, ctx: RequestContext, routed: RoutedRequest)
             outgoing = dump_request(typed)
             outgoing["model"] = upstream.upstream_model(ctx.model)
         with gateway.telemetry.step("egress"):
-            left = await egress_scan(gateway, ctx, routed, outgoing, result.tokens, threshold)
+            left = await egress_scan(
+                gateway, ctx, routed, upstream, outgoing, result.tokens, threshold
+            )
     except ServiceUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - fail closed on ANY sanitization/scan error
@@ -202,13 +205,16 @@ async def egress_scan(
     gateway: Gateway,
     ctx: RequestContext,
     routed: RoutedRequest,
+    upstream: Upstream,
     outgoing: dict[str, Any],
     tokens: frozenset[str],
     threshold: float,
 ) -> list[Any]:
-    """Rule 4: serialize the exact body, read every string in it (no field list), mask
-    Bastion's own tokens, detect; return what is at or above the threshold."""
-    serialized = json.dumps(outgoing, ensure_ascii=False, separators=(",", ":")).encode()
+    """Rule 4: the exact bytes the adapter will send (``upstream.encode``: its own wire shape,
+    config fields included; :func:`body_for` hands these same bytes to the adapter), every
+    string in them read (no field list), Bastion's own tokens masked, detected; return what is
+    at or above the threshold."""
+    serialized = upstream.encode(ctx.endpoint, outgoing)
     above = {f.path for f in routed.findings if f.score >= threshold}
     known_clean = {ref.text for ref in ctx.texts if ref.path not in above}
     texts = mask_tokens(egress_texts(serialized, known_clean=known_clean), tokens)
@@ -219,15 +225,18 @@ async def egress_scan(
     return residual(findings, texts, threshold)
 
 
-def body_for(ctx: RequestContext, upstream: Upstream) -> tuple[dict[str, Any], Restorer]:
-    """Rule 5: the body an upstream receives. Managed: only the scanned one."""
-    if upstream.kind == "managed":
+def body_for(
+    ctx: RequestContext, upstream: Upstream
+) -> tuple[dict[str, Any], bytes | None, Restorer]:
+    """Rule 5: the body an upstream receives, and the exact bytes to send. Managed: only the
+    scanned bytes (the adapter sends ``wire`` byte for byte); on-prem: the adapter encodes."""
+    if upstream.kind != "onprem":
         if ctx.outgoing is None or ctx.outgoing_bytes is None or ctx.restorer is None:
             raise ServiceUnavailable("managed route without a scanned body; refusing to forward")
-        return ctx.outgoing, ctx.restorer
+        return ctx.outgoing, ctx.outgoing_bytes, ctx.restorer
     body = dict(ctx.body)
     body["model"] = upstream.upstream_model(ctx.model)
-    return body, NullRestorer()
+    return body, None, NullRestorer()
 
 
 def denied(routed: RoutedRequest) -> bool:

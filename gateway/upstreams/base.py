@@ -9,6 +9,10 @@ never by URL (a UbiAI URL carries its token), and never repeat a byte of the ans
 
 The contract the request pipeline relies on:
 
+- ``encode(endpoint, body)`` is the exact request body the adapter sends for ``body``, in its
+  own wire shape; the pipeline scans those bytes and passes them back as ``wire``, and with
+  ``wire`` an adapter sends exactly ``wire`` (so what is scanned is what leaves).
+
 - ``complete`` returns an answer read whole and checked, or raises a ``GatewayError``.
 - ``stream`` reads up to the first event before it returns, so a failure before the first byte
   reaches the caller raises from ``await upstream.stream(...)`` (the pipeline may still fall
@@ -19,7 +23,7 @@ The contract the request pipeline relies on:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,9 +52,21 @@ class Upstream(Protocol):
 
     def upstream_model(self, alias: str) -> str: ...
 
-    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply: ...
+    def encode(self, endpoint: Endpoint, body: Mapping[str, Any]) -> bytes:
+        """The exact bytes this adapter would send as the request body for the OpenAI-shaped
+        ``body`` (its own wire shape, config fields included). No I/O, no side effect."""
+        ...
 
-    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamStream: ...
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], wire: bytes | None = None
+    ) -> UpstreamReply:
+        """``wire`` given: those bytes are the request body, byte for byte (``body`` is read
+        only to shape the answer); else ``encode(endpoint, body)``."""
+        ...
+
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], wire: bytes | None = None
+    ) -> UpstreamStream: ...
 
     def circuit_state(self) -> str: ...
 

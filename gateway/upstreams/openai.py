@@ -1,6 +1,8 @@
 """OpenAI-compatible upstreams: managed APIs and Bastion's own workers (vLLM/TGI alike).
 
-Only the wire format lives here: the request (``POST <base_url>/<endpoint>`` with a Bearer key;
+Only the wire format lives here: the request (``POST <base_url>/<endpoint>`` with a Bearer key,
+its body the bytes of :meth:`OpenAIUpstream.encode`, or the exact ``wire`` bytes the caller
+scanned;
 a ``traceparent`` to on-prem workers only), what a usable answer is (a JSON object with a
 ``choices`` list), and how a stream ends (``data: [DONE]``, or the body's end after an event
 with a ``finish_reason``, as some servers omit ``[DONE]``). Targets, picking, retries, the
@@ -9,7 +11,8 @@ breaker and the bounds are ``_pool.UpstreamPool``'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -102,21 +105,31 @@ class OpenAIUpstream:
             headers.update(traceparent_headers())
         return headers
 
-    def _builder(self, endpoint: Endpoint, body: dict[str, Any]) -> RequestBuilder:
+    def encode(self, endpoint: Endpoint, body: Mapping[str, Any]) -> bytes:
+        """The exact request body bytes for ``body`` (compact JSON, UTF-8)."""
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _builder(self, endpoint: Endpoint, wire: bytes) -> RequestBuilder:
         def build(client: httpx2.AsyncClient, url: str) -> httpx2.Request:
             return client.build_request(
-                "POST", f"{url}/{endpoint.value}", json=body, headers=self._headers()
+                "POST", f"{url}/{endpoint.value}", content=wire, headers=self._headers()
             )
 
         return build
 
-    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply:
-        payload = await self._pool.request_json(self._builder(endpoint, body), self._parse)
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], wire: bytes | None = None
+    ) -> UpstreamReply:
+        wire = self.encode(endpoint, body) if wire is None else wire
+        payload = await self._pool.request_json(self._builder(endpoint, wire), self._parse)
         return UpstreamReply(200, payload)
 
-    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> EventStream:
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], wire: bytes | None = None
+    ) -> EventStream:
+        wire = self.encode(endpoint, body) if wire is None else wire
         return await self._pool.request_stream(
-            self._builder(endpoint, body), _ChunkDecoder(self.name)
+            self._builder(endpoint, wire), _ChunkDecoder(self.name)
         )
 
     async def aclose(self) -> None:

@@ -4,8 +4,9 @@ Wire shape: ``POST <endpoint URL><token>`` with a JSON body ``input_text``, ``sy
 ``user_prompt``, ``temperature``, ``monitor_model``, ``knowledge_base_ids``, ``session_id``; the
 answer's text is read from ``response_field`` (default ``output``). Chat messages map in as:
 system/developer messages → ``system_prompt``; the last user message → ``user_prompt``; earlier
-turns → ``input_text`` as a role-tagged transcript. The answer maps back into an OpenAI
-``chat.completion`` (and, for ``stream: true``, a synthesized SSE stream).
+turns → ``input_text`` as a role-tagged transcript (:meth:`UbiAIUpstream.encode` makes the
+bytes; the pipeline scans exactly those and passes them back as ``wire``). The answer maps back
+into an OpenAI ``chat.completion`` (and, for ``stream: true``, a synthesized SSE stream).
 
 Because the URL holds the token, it is built only at the moment of the call, never stored in an
 attribute that could reach a repr, and no error message includes it (``map_transport_errors``
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx2
@@ -33,6 +34,8 @@ from pki.secret import Secret
 
 __all__ = ["UbiAIUpstream", "chat_to_ubiai"]
 
+_JSON_HEADERS = {"content-type": "application/json"}
+
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
@@ -42,7 +45,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-def chat_to_ubiai(body: dict[str, Any], options: UbiAIOptions) -> dict[str, Any]:
+def chat_to_ubiai(body: Mapping[str, Any], options: UbiAIOptions) -> dict[str, Any]:
     messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
     system = [_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
     turns = [m for m in messages if m.get("role") not in ("system", "developer")]
@@ -115,12 +118,23 @@ class UbiAIUpstream:
             )
         return text
 
-    async def complete(self, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamReply:
+    def encode(self, endpoint: Endpoint, body: Mapping[str, Any]) -> bytes:
+        """The exact request body bytes for the OpenAI-shaped ``body``: the UbiAI fields of
+        :func:`chat_to_ubiai` as compact JSON (UTF-8). A fresh ``session_id`` each call unless
+        one is configured, so the caller encodes once and sends those bytes (``wire``)."""
         payload = chat_to_ubiai(body, self._config.ubiai)
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def complete(
+        self, endpoint: Endpoint, body: dict[str, Any], wire: bytes | None = None
+    ) -> UpstreamReply:
+        data = self.encode(endpoint, body) if wire is None else wire
 
         def build(client: httpx2.AsyncClient, url: str) -> httpx2.Request:
             # The token joins the URL only here, at the moment of the call.
-            return client.build_request("POST", url + self._token.reveal(), json=payload)
+            return client.build_request(
+                "POST", url + self._token.reveal(), content=data, headers=_JSON_HEADERS
+            )
 
         text = await self._pool.request_json(build, self._text)
         created = int(time.time())
@@ -148,10 +162,12 @@ class UbiAIUpstream:
             }
         return UpstreamReply(200, out)
 
-    async def stream(self, endpoint: Endpoint, body: dict[str, Any]) -> _SyntheticStream:
+    async def stream(
+        self, endpoint: Endpoint, body: dict[str, Any], wire: bytes | None = None
+    ) -> _SyntheticStream:
         if endpoint is Endpoint.COMPLETIONS:
             raise InvalidRequest("streaming legacy completions is not supported on a UbiAI route")
-        reply = await self.complete(Endpoint.CHAT, body)
+        reply = await self.complete(Endpoint.CHAT, body, wire)
         return _SyntheticStream(reply.body)
 
     async def aclose(self) -> None:
