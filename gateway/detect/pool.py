@@ -44,16 +44,14 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import pickle
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any
 
+from gateway.detect._pool_worker import START_TIMEOUT_S, Worker, dumps, loads, start_worker
 from gateway.detect.errors import (
     AnalysisError,
     DetectError,
@@ -69,12 +67,8 @@ __all__ = ["DetectionPool", "DetectorBusy", "WorkerFailed", "default_processes"]
 
 logger = logging.getLogger("bastion.detect.pool")
 
-# A worker's start (import, spaCy model, one warm-up analysis) may take this long before the
-# dispatcher gives up on it, logs and tries again: a cold disk and a busy machine take seconds.
-START_TIMEOUT_S = 120.0
 # Pause between failed worker starts, so a worker that cannot start does not spin a core.
 RESTART_BACKOFF_S = 1.0
-_WARM_UP = (TextRef("warmup", "Warm up the analyzer, please: Maria Lopez called."),)
 # Detection's own errors are re-raised as themselves in the gateway (their messages carry no
 # text by contract); anything else a worker raises becomes WorkerFailed, class name only.
 _REMOTE_ERRORS: dict[str, type[DetectError]] = {
@@ -103,56 +97,6 @@ def default_processes() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-# -- the worker process ---------------------------------------------------------------------
-
-
-def _dumps(message: object) -> bytes:
-    # Plain pickle of our own frozen dataclasses, between the gateway and its own workers over a
-    # private pipe: cheaper per message than Connection.send's ForkingPickler.
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _loads(data: bytes) -> Any:
-    return pickle.loads(data)  # noqa: S301 - only ever bytes our own process pair wrote
-
-
-def _worker_main(conn: Connection) -> None:
-    """Loop in the worker process: (version, spec or None, texts) in, findings or error out.
-
-    ``spec`` comes along only when the dispatcher last saw another version here; the Detector
-    for it is built once and kept until the next version arrives.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway handles Ctrl-C and stops us
-    from gateway.detect.detector import Detector
-
-    version: str | None = None
-    detector: Detector | None = None
-    while True:
-        try:
-            message = _loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return  # the gateway closed the pipe or died
-        if message is None:
-            return
-        new_version, spec, texts = message
-        reply: tuple[Any, ...]
-        try:
-            if spec is not None:
-                detector, version = None, None
-                detector, version = Detector(spec), new_version
-            if detector is None or version != new_version:
-                raise SpecError("the detection worker has no detector for this policy version")
-            reply = (True, detector.analyze(texts))
-        except DetectError as exc:
-            reply = (False, type(exc).__name__, exc.message)
-        except Exception as exc:  # noqa: BLE001 - reported by class: the request fails closed
-            reply = (False, type(exc).__name__, None)
-        try:
-            conn.send_bytes(_dumps(reply))
-        except (OSError, ValueError):
-            return
 
 
 # -- the queue ------------------------------------------------------------------------------
@@ -250,84 +194,6 @@ class _FairQueue:
         return left
 
 
-# -- one worker process -------------------------------------------------------------------
-
-
-class _Worker:
-    """A worker process, the gateway's end of its pipe, and the job it is running."""
-
-    def __init__(self, index: int, process: Any, conn: Connection, version: str | None) -> None:
-        self.index = index
-        self.process = process
-        self.conn = conn
-        self.version = version  # the policy version it holds a Detector for
-        self.job: _Job | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None  # where its reader is registered
-
-    def kill(self) -> None:
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(self.conn.fileno())
-        self.loop = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.conn.close()
-        self.process.kill()
-        self.process.join(5)
-
-    def stop(self) -> None:
-        """Ask an idle worker to exit; kill it if it does not within 2 s."""
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(self.conn.fileno())
-        self.loop = None
-        with contextlib.suppress(OSError, ValueError):  # already gone: nothing to ask
-            self.conn.send_bytes(_dumps(None))
-        self.process.join(2)
-        self.conn.close()
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-
-
-def _start_worker(ctx: Any, index: int, version: str, spec: DetectionSpec) -> _Worker | None:
-    """Start a worker and warm it up with ``spec`` (blocking: a thread or start-up only)."""
-    parent, child = ctx.Pipe(duplex=True)
-    process = ctx.Process(
-        target=_worker_main, args=(child,), name=f"bastion-detect-{index}", daemon=True
-    )
-    try:
-        process.start()
-    except Exception as exc:  # noqa: BLE001 - logged; retried after a pause; requests wait or 503
-        # OSError (no memory, no pids) or RuntimeError (a script that starts a pool without
-        # the ``if __name__ == "__main__":`` guard that multiprocessing needs).
-        logger.error("detection worker %d did not start (%s)", index, type(exc).__name__)
-        parent.close()
-        return None
-    finally:
-        child.close()
-    worker = _Worker(index, process, parent, None)
-    # Warm with the policy's spec; if that spec cannot be built, warm with the default one (the
-    # worker is sound, the policy is not: its requests fail closed naming the error, and the
-    # worker is not restarted over and over).
-    for warm_version, warm_spec in ((version, spec), (None, DetectionSpec())):
-        try:
-            parent.send_bytes(_dumps((warm_version, warm_spec, _WARM_UP)))
-            if not parent.poll(START_TIMEOUT_S):
-                raise TimeoutError
-            reply = _loads(parent.recv_bytes())
-        except (OSError, EOFError, TimeoutError) as exc:
-            logger.error("detection worker %d did not warm up (%s)", index, type(exc).__name__)
-            worker.kill()
-            return None
-        if reply[0]:
-            worker.version = warm_version
-            return worker
-        logger.error("detection worker %d cannot build the policy's detector (%s)", index, reply[1])
-    worker.kill()
-    return None
-
-
 # -- the pool -------------------------------------------------------------------------------
 
 
@@ -365,10 +231,10 @@ class DetectionPool:
         self._on_restart = on_restart
         self._latest: tuple[str, DetectionSpec] = ("", DetectionSpec())
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: list[_Worker] = []
-        self._busy: set[_Worker] = set()
+        self._idle: list[Worker] = []
+        self._busy: set[Worker] = set()
         # Workers started by a thread, waiting to be adopted by the loop.
-        self._incoming: list[_Worker] = []
+        self._incoming: list[Worker] = []
         self._incoming_lock = threading.Lock()
         self._starting = 0  # worker starts in progress (threads)
         self._started = processes  # worker numbers for process names
@@ -497,7 +363,8 @@ class DetectionPool:
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve from ``loop``. A gateway has one loop; tests run several in turn, so a new one
         takes the idle workers over and busy ones (whose callers' loop is gone) are replaced."""
-        old, self._loop = self._loop, loop
+        old: asyncio.AbstractEventLoop | None = self._loop
+        self._loop = loop
         for worker in list(self._busy):
             self._busy.discard(worker)
             if worker.job is not None:
@@ -521,7 +388,7 @@ class DetectionPool:
             self._watch(worker)
             self._idle.append(worker)
 
-    def _watch(self, worker: _Worker) -> None:
+    def _watch(self, worker: Worker) -> None:
         loop = self._loop
         if loop is None or worker.loop is loop:
             return
@@ -540,7 +407,7 @@ class DetectionPool:
             worker = self._idle.pop()
             spec = None if worker.version == job.version else job.spec
             try:
-                worker.conn.send_bytes(_dumps((job.version, spec, job.texts)))
+                worker.conn.send_bytes(dumps((job.version, spec, job.texts)))
             except (OSError, ValueError):
                 self._failed(worker, job, "crashed")
                 continue
@@ -549,10 +416,10 @@ class DetectionPool:
             self._busy.add(worker)
             worker.timer = loop.call_at(job.deadline, self._expired, worker)
 
-    def _readable(self, worker: _Worker) -> None:
+    def _readable(self, worker: Worker) -> None:
         job = worker.job
         try:
-            reply = _loads(worker.conn.recv_bytes())
+            reply = loads(worker.conn.recv_bytes())
         except (OSError, EOFError):
             self._busy.discard(worker)
             if worker in self._idle:
@@ -576,7 +443,7 @@ class DetectionPool:
                     job.future.set_exception(_remote_error(reply[1], reply[2]))
         self._pump()
 
-    def _expired(self, worker: _Worker) -> None:
+    def _expired(self, worker: Worker) -> None:
         """A job's deadline passed in its worker: kill the worker (it may be stuck in a
         pathological regex), fail the job, start a replacement."""
         job = worker.job
@@ -590,7 +457,7 @@ class DetectionPool:
                 job.future.set_exception(self.timeout_error())
         self._pump()
 
-    def _failed(self, worker: _Worker, job: _Job | None, reason: str) -> None:
+    def _failed(self, worker: Worker, job: _Job | None, reason: str) -> None:
         worker.kill()
         self._replace(reason)
         if job is not None:
@@ -624,7 +491,7 @@ class DetectionPool:
         try:
             while not self._closed:
                 version, spec = self._latest
-                worker = _start_worker(self._ctx, index, version, spec)
+                worker = start_worker(self._ctx, index, version, spec)
                 if worker is not None:
                     with self._incoming_lock:
                         self._incoming.append(worker)
