@@ -385,7 +385,13 @@ def compare(args: argparse.Namespace) -> int:
                             runs,
                             f"{name} C={concurrency}",
                             lambda u=url, c=concurrency: asyncio.run(
-                                drive(u, prompts, args.max_tokens, c, fixed=True)
+                                drive(
+                                    u,
+                                    prompts if c > 1 else hf_prompts,
+                                    args.max_tokens,
+                                    c,
+                                    fixed=True,
+                                )
                             ),
                         )
         finally:
@@ -480,7 +486,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--engines", default="float32,bfloat16,int8", help="worker variants")
     parser.add_argument(
-        "--hf-requests", type=int, default=4, help="prompts for sequential HF (its rate is flat)"
+        "--hf-requests",
+        type=int,
+        default=4,
+        help="prompts for sequential HF and for C=1 (one stream at a time: the rate is flat)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="best of N rounds (shared CPU)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
