@@ -170,7 +170,11 @@ _MIN_ENGLISH_SHARE = 0.5
 _LANGUAGE_SAMPLE = 120
 _MIN_WORDS_FOR_SHARE = 4  # fewer lowercase words than this: no judgement, taken as English
 _LOWERCASE_WORD = re.compile(r"(?<![\w'’-])[^\W\d_A-ZÀ-Þ][^\W\d_]+(?![\w'’-])")
-_LOWER_RUN = re.compile(r"(?<![\w'’@./-])[^\W\d_A-ZÀ-Þ][^\W\d_]+(?:[ \t]+[^\W\d_A-ZÀ-Þ][^\W\d_]+)+")
+# Lowercase words in a row; a word glued to an identifier ("ghp_…", "a.b", "x@y") is not one.
+_LOWER_RUN = re.compile(
+    r"(?<![\w'’@./-])[^\W\d_A-ZÀ-Þ][^\W\d_]+(?:-[^\W\d_]+)*"
+    r"(?:[ \t]+[^\W\d_A-ZÀ-Þ][^\W\d_]+(?:-[^\W\d_]+)*)+(?![\w@/]|[.-]\w)"
+)
 _CAPS_RUN = re.compile(r"(?<![\w'’-])[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’.-]*)+(?![\w'’-])")
 
 
@@ -303,15 +307,22 @@ def _lower_after_cues(text: str) -> list[tuple[int, int]]:
 def _unknown_lower(text: str) -> list[tuple[int, int]]:
     """Lowercase words English does not know, with the word beside them: two or three unknown
     words in a row (``suzanne renault``), or one unknown word and the content word before it
-    (``aurora siqueira``) or after it."""
+    (``aurora siqueira``) or after it. Only in a run of words that reads as English (``una
+    pratica`` in an Italian sentence of an English request is not a name)."""
     found: list[tuple[int, int]] = []
     for run in _LOWER_RUN.finditer(text):
         words = [
             (w.start() + run.start(), w.end() + run.start(), w.group())
             for w in re.finditer(r"\S+", run.group())
         ]
-        common = [w[2] in _NOT_LOWER_NAME or len(w[2]) < 3 for w in words]
+        lower = [w[2][0].islower() for w in words]  # "Şensoy", "Крюкова": capitalized
+        common = [
+            w[2] in _NOT_LOWER_NAME or len(w[2]) < 3 or not low
+            for w, low in zip(words, lower, strict=True)
+        ]
         flags = [not c and not is_english_word(w[2]) for w, c in zip(words, common, strict=True)]
+        if len(words) >= 4 and 2 * sum(flags) > len(words):
+            continue  # mostly unknown words: another language
         k = 0
         while k < len(words):
             if not flags[k]:

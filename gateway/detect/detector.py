@@ -210,11 +210,13 @@ class Detector:
         origins: list[tuple[int, int, int]] = []  # (doc offset, text index, text offset)
         recased: list[tuple[tuple[int, int], ...]] = []
         pairs: list[tuple[tuple[int, int], ...]] = []
+        shown: list[str] = []  # each text as the model saw it (recased where it was)
         offset = 0
         for index, norm in enumerate(normalized):
             windows = ner_windows(norm.text, covered[index])
             recased.append(windows.recased)
             pairs.append(windows.pairs if windows.english else ())
+            shown.append(windows.text)
             for lo, hi in windows.spans:
                 pieces.append(windows.text[lo:hi])
                 origins.append((offset, index, lo))
@@ -280,10 +282,11 @@ class Detector:
             if candidate.entity_type == "PERSON":
                 labelled[index].append((start, end))
             out.append((index, candidate))
-        for index, norm in enumerate(normalized):
+        for index in range(len(normalized)):
             for start, end in pairs[index]:
                 if not any(lo < end and start < hi for lo, hi in labelled[index]):
-                    candidate = _unknown_pair(norm.text, start, end)
+                    was_recased = any(lo < end and start < hi for lo, hi in recased[index])
+                    candidate = _unknown_pair(shown[index], start, end, recased=was_recased)
                     if candidate is not None:
                         out.append((index, candidate))
         return out
@@ -354,11 +357,13 @@ def _unknown_words(value: str) -> bool:
     return len(names) >= 2 and not any(is_english_word(w) for w in names)
 
 
-def _unknown_pair(text: str, start: int, end: int) -> Candidate | None:
+def _unknown_pair(text: str, start: int, end: int, *, recased: bool = False) -> Candidate | None:
     """Capitalized words the model left unlabelled (or called a place) that look like a name
     English does not know: most of them unknown (``The Imogen Castellanos account``,
     ``Tymoteusz Filiks``, ``Rafaela Moreira Dias``), or, in mid-sentence, an unknown last word
-    (``thank Precious Mahlangu``). Leading English words are dropped first (``Signed, Ferreira-Lobo, Inês``)."""
+    (``thank Precious Mahlangu``). Leading English words are dropped first (``Signed,
+    Ferreira-Lobo, Inês``). Words the detector recased itself count only when most of them are
+    unknown."""
     value = text[start:end]
     words = [(m.start() + start, m.group()) for m in re.finditer(r"[^\s,]+", value)]
     names = [w for w in words if w[1].lower() not in _PARTICLES]
@@ -379,6 +384,8 @@ def _unknown_pair(text: str, start: int, end: int) -> Candidate | None:
     unknown = [not is_english_word(w) for _, w in names]
     if sum(unknown) >= 2 and 2 * sum(unknown) > len(names):
         return Candidate("PERSON", 0.6, first, end, "bastion-name-shape")
+    if recased:
+        return None  # capitalized by us, not by the writer: the word's case says nothing
     if len(names) == 2 and "," in text[first:end] and any(unknown):
         return Candidate("PERSON", 0.6, first, end, "bastion-name-shape")  # "Haldane, Fenella"
     mid_sentence = first > 0 and not _SENTENCE_START.search(text, max(0, first - 8), first)
