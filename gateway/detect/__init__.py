@@ -10,13 +10,16 @@ Public surface:
 - :data:`KNOWN_ENTITIES`, :class:`EntityGroup`, :func:`entity_group`: entity type names and
   the groups (structured_id, secret, name, address) policies reason about.
 
-Importing this package is cheap: Presidio and spaCy load on the first ``Detector``.
+Importing this package is cheap: :class:`Detector` and :func:`get_analyzer` (whose modules
+import spaCy and Presidio) are loaded on first use, through the module ``__getattr__`` below with
+static imports, so ``bastion policy …`` and the audit commands that only need findings and
+entity names do not pay seconds of start-up for the NLP stack.
 """
 
 from __future__ import annotations
 
-from gateway.detect.detector import Detector
-from gateway.detect.engine import get_analyzer
+from typing import TYPE_CHECKING, Any
+
 from gateway.detect.entities import (
     ENTITY_GROUPS,
     KNOWN_ENTITIES,
@@ -40,6 +43,23 @@ from gateway.detect.spec import (
     Validator,
 )
 from gateway.detect.texts import extract_texts, replace_texts
+
+if TYPE_CHECKING:
+    from gateway.detect.detector import Detector
+    from gateway.detect.engine import get_analyzer
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Detector":
+        from gateway.detect.detector import Detector
+
+        return Detector
+    if name == "get_analyzer":
+        from gateway.detect.engine import get_analyzer
+
+        return get_analyzer
+    raise AttributeError(f"module 'gateway.detect' has no attribute {name!r}")
+
 
 __all__ = [
     "ENTITY_GROUPS",
