@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -67,18 +67,21 @@ class RequestTexts:
 
     texts: tuple[TextRef, ...]
     binary: tuple[str, ...]
+    # Binary strings too long to read as texts (over MAX_SCANNED_BINARY_CHARS): the egress scan
+    # skips exactly these values, and only for a route whose policy says ``binary: allow``.
+    unscanned: frozenset[str] = frozenset()
 
 
 def read_request(body: BaseModel | Mapping[str, Any]) -> RequestTexts:
     """Every text and binary place of a typed request (or of a plain body, see module doc)."""
     texts: list[TextRef] = []
-    binary: list[str] = []
+    binary = _Binary()
     root = _view(body)
     if isinstance(root, BaseModel):
         _read_model(root, "", texts, binary)
     else:
         _read_generic(root, "", texts)
-    return RequestTexts(tuple(texts), tuple(binary))
+    return RequestTexts(tuple(texts), tuple(binary.paths), frozenset(binary.unscanned))
 
 
 def extract_texts(body: BaseModel | Mapping[str, Any]) -> list[TextRef]:
@@ -161,21 +164,31 @@ def _fields(model: BaseModel) -> Iterator[tuple[str, Role, Any]]:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _read_model(model: BaseModel, path: str, texts: list[TextRef], binary: list[str]) -> None:
+@dataclass(slots=True)
+class _Binary:
+    paths: list[str] = field(default_factory=list)
+    unscanned: list[str] = field(default_factory=list)
+
+
+def _read_model(model: BaseModel, path: str, texts: list[TextRef], binary: _Binary) -> None:
     for wire, role, value in _fields(model):
         _read_value(value, _join(path, wire), role, texts, binary)
 
 
-def _read_value(value: Any, path: str, role: Role, texts: list[TextRef], binary: list[str]) -> None:
+def _read_value(value: Any, path: str, role: Role, texts: list[TextRef], binary: _Binary) -> None:
     if isinstance(value, BaseModel):
         if role is Role.BINARY:
-            binary.append(path)  # an image/audio/file part: its own text fields are read below
+            binary.paths.append(
+                path
+            )  # an image/audio/file part: its own text fields are read below
         _read_model(value, path, texts, binary)
     elif isinstance(value, str):
         if role is Role.BINARY:
-            binary.append(path)
+            binary.paths.append(path)
             if len(value) <= MAX_SCANNED_BINARY_CHARS:
                 texts.append(TextRef(path, value))  # a URL or short data: a secret is seen
+            else:
+                binary.unscanned.append(value)
         elif role in (Role.TEXT, Role.JSON_TEXT):
             texts.append(TextRef(path, value))
             if role is Role.JSON_TEXT:

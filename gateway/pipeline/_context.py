@@ -55,6 +55,7 @@ class RequestContext:
     request: OpenAIRequest = field(repr=False)
     texts: tuple[TextRef, ...] = field(default=(), repr=False)  # extracted once, at parse
     binary: tuple[str, ...] = ()  # paths of image/audio/file data (not scannable)
+    unscanned_binary: frozenset[str] = field(default=frozenset(), repr=False)  # too long to read
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.perf_counter)
     # Filled by the steps after parse:

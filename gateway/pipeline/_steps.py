@@ -3,7 +3,9 @@
 Fail-closed rules live here and only here:
 
 1. detection or decision raises (anything but "detector busy") → the policy's ``on_error``;
-2. a managed route and image/audio/file data (not scannable) → ``on_error``;
+2. a managed route and image/audio/file data (not scannable) → ``on_error``, unless the
+   policy's route says ``binary: allow`` (then the egress scan skips exactly the binary
+   values too long to read, and nothing else);
 3. sanitizing raises, or the sanitized body no longer validates → ``on_error``;
 4. the egress scan of the exact outgoing bytes finds anything at or above the threshold that is
    not Bastion's own token, or cannot run → ``on_error``;
@@ -33,6 +35,7 @@ from gateway.errors import (
 )
 from gateway.pipeline._context import NullRestorer, RequestContext, Restorer, RoutedRequest
 from gateway.policy.decision import Action
+from gateway.policy.model import Policy
 from gateway.sanitize.egress import egress_texts, mask_tokens, residual
 from gateway.sanitize.restore import PseudonymRestorer
 from gateway.sanitize.sanitizer import sanitize_body
@@ -107,6 +110,7 @@ async def parse(
         request=typed,
         texts=read.texts,
         binary=read.binary,
+        unscanned_binary=read.unscanned,
     )
     if ctx.text_chars > limits.max_text_chars:
         raise InvalidRequest(
@@ -146,9 +150,20 @@ def _managed(gateway: Gateway, routed: RoutedRequest) -> Upstream | None:
     return upstream if upstream is not None and upstream.kind == "managed" else None
 
 
+def binary_allowed(routed: RoutedRequest) -> bool:
+    """True only when the policy that decided names the decided route with ``binary: allow``
+    (anything else, no policy included, refuses)."""
+    policy = routed.policy
+    if not isinstance(policy, Policy) or routed.decision.route is None:
+        return False
+    route = policy.routes.get(routed.decision.route)
+    return route is not None and route.allow_binary is True
+
+
 def refuse_binary(gateway: Gateway, ctx: RequestContext, routed: RoutedRequest) -> RoutedRequest:
-    """Rule 2: image, audio and file data cannot be scanned, so they never go managed."""
-    if not ctx.binary or _managed(gateway, routed) is None:
+    """Rule 2: image, audio and file data cannot be scanned, so they never go managed, unless
+    the route says ``binary: allow`` (the operator accepts that it leaves unscanned)."""
+    if not ctx.binary or _managed(gateway, routed) is None or binary_allowed(routed):
         return routed
     logger.warning(
         "request holds %d image/audio/file part(s), which cannot be scanned: failing closed",
@@ -217,6 +232,8 @@ async def egress_scan(
     serialized = upstream.encode(ctx.endpoint, outgoing)
     above = {f.path for f in routed.findings if f.score >= threshold}
     known_clean = {ref.text for ref in ctx.texts if ref.path not in above}
+    if binary_allowed(routed):
+        known_clean |= ctx.unscanned_binary  # the route's policy accepts them unscanned
     texts = mask_tokens(egress_texts(serialized, known_clean=known_clean), tokens)
     ctx.outgoing_bytes = serialized
     if not texts:

@@ -55,6 +55,16 @@ def semantic_issues(doc: YamlDocument, policy: Policy, known: frozenset[str]) ->
 
     # routes
     for name, r in routes.items():
+        if r.allow_binary:
+            where: list[PathPart] = ["routes", name, "binary"]
+            if r.kind is RouteKind.ONPREM:
+                warn(where, "binary: applies to managed routes only (on-prem takes every part)")
+            else:
+                warn(
+                    where,
+                    f"route '{name}' sends image, audio and file parts to a managed API "
+                    "unscanned (binary: allow)",
+                )
         if r.fallback is None:
             continue
         path: list[PathPart] = ["routes", name, "fallback"]

@@ -170,7 +170,11 @@ def _build(doc: YamlDocument) -> Policy:
     data: dict[str, Any] = doc.data
     routes = {
         name: Route(
-            name=name, kind=RouteKind(r["kind"]), upstream=r["upstream"], fallback=r.get("fallback")
+            name=name,
+            kind=RouteKind(r["kind"]),
+            upstream=r["upstream"],
+            fallback=r.get("fallback"),
+            allow_binary=r.get("binary", "refuse") == "allow",
         )
         for name, r in data["routes"].items()
     }

@@ -35,6 +35,9 @@ class Route:
     kind: RouteKind
     upstream: str  # an upstream name in the gateway configuration
     fallback: str | None = None  # managed only: on-prem route to use when the upstream fails
+    # managed only, ``binary: allow``: image/audio/file parts go here unscanned (the operator
+    # accepts it). Default (``refuse``): such a request fails closed to ``on_error``.
+    allow_binary: bool = False
 
 
 @dataclass(frozen=True, slots=True)

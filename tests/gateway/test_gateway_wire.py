@@ -6,6 +6,7 @@ recording UbiAI-style upstream and the recording OpenAI-style one."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -235,3 +236,47 @@ def test_an_ssn_added_by_the_adapter_fails_closed(
     assert ubiai.raw == []
     assert recording_upstream.received == []
     assert len(onprem_upstream.received) == 1
+
+
+IMAGE = "data:image/png;base64," + "iVBORw0KGgo" * 600  # longer than a text the gate reads
+
+
+@pytest.mark.parametrize(
+    ("binary", "route"),
+    [("", "onprem"), ("refuse", "onprem"), ("allow", "managed")],
+    ids=["default", "refuse", "allow"],
+)
+def test_binary_parts_go_managed_only_when_the_route_allows(
+    start_gateway: Callable[..., RunningGateway],
+    billing: CertPair,
+    recording_upstream: RecordingUpstream,
+    onprem_upstream: RecordingUpstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    binary: str,
+    route: str,
+) -> None:
+    """An image part: refused for the managed route (fails closed on-prem) unless the policy's
+    route says ``binary: allow``; then it leaves as it is, and the texts are still sanitized."""
+    policy = POLICY.replace(
+        "upstream: managed}",
+        f"upstream: managed, binary: {binary}}}" if binary else "upstream: managed}",
+    )
+    monkeypatch.setattr(sys.modules[__name__], "POLICY", policy)
+    managed = {"kind": "managed", "base_url": recording_upstream.url}
+    gateway = _gateway(start_gateway, tmp_path, managed, onprem_upstream.url)
+    parts = [
+        {"type": "text", "text": "Describe this picture for Maria Gonzalez."},
+        {"type": "image_url", "image_url": {"url": IMAGE}},
+    ]
+    body = {"model": "chat-default", "messages": [{"role": "user", "content": parts}]}
+    with gateway.client(billing) as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-bastion-route"] == route
+    if route == "managed":
+        sent = recording_upstream.all_bytes().decode()
+        assert IMAGE in sent
+        assert "Gonzalez" not in sent
+    else:
+        assert recording_upstream.received == []
