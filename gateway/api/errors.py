@@ -29,6 +29,7 @@ from gateway.secrets import SecretStoreError
 from pki.errors import BastionError, PKIError
 from pki.hsm import HSMError
 from pki.secret import SecretSourceError
+from pki.yamlfile import YamlFileError
 
 __all__ = ["BOUNDARY", "Boundary", "as_api_error", "error_response"]
 
@@ -85,6 +86,13 @@ BOUNDARY: Mapping[type[BastionError], Boundary] = MappingProxyType(
             GatewayError,
             "tls_material_error",
             f"the gateway's TLS material failed; {_NOTHING_SENT}",
+        ),
+        # A YAML file (config, policy) read while serving: policy reloads keep the last good
+        # policy, so this only reaches a caller if a request itself needed the file.
+        YamlFileError: Boundary(
+            ServiceUnavailable,
+            "config_unavailable",
+            f"a configuration file could not be read; {_NOTHING_SENT}",
         ),
         BundleError: Boundary(
             GatewayError, "internal_error", f"an internal error occurred; {_NOTHING_SENT}"
