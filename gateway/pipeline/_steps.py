@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 from gateway.api.body import read_json_body
 from gateway.api.schemas import ChatCompletionRequest, RequestSchemas, parse_body
+from gateway.detect.findings import Finding
 from gateway.detect.texts import dump_request, read_request
 from gateway.errors import (
     InvalidRequest,
@@ -36,7 +37,7 @@ from gateway.errors import (
 from gateway.pipeline._context import NullRestorer, RequestContext, Restorer, RoutedRequest
 from gateway.policy.decision import Action
 from gateway.policy.model import Policy
-from gateway.sanitize.egress import egress_texts, mask_tokens, residual
+from gateway.sanitize.egress import egress_texts, long_numbers, mask_tokens, residual
 from gateway.sanitize.restore import PseudonymRestorer
 from gateway.sanitize.sanitizer import sanitize_body
 from gateway.upstreams.base import Endpoint, Upstream
@@ -236,10 +237,14 @@ async def egress_scan(
         known_clean |= ctx.unscanned_binary  # the route's policy accepts them unscanned
     texts = mask_tokens(egress_texts(serialized, known_clean=known_clean), tokens)
     ctx.outgoing_bytes = serialized
+    numbers: list[Any] = [
+        Finding("NUMERIC_IDENTIFIER", 1.0, path, 0, 0, "egress:long-number")
+        for path in long_numbers(serialized)
+    ]
     if not texts:
-        return []
+        return numbers
     findings = await gateway.router.analyze(routed, texts)
-    return residual(findings, texts, threshold)
+    return residual(findings, texts, threshold) + numbers
 
 
 def body_for(

@@ -14,6 +14,10 @@ Exemptions, and why (the only ones):
 - strings that are the typed schema's own words (field names, enum values,
   :func:`gateway.api.schemas.schema_vocabulary`): the request validated against that schema,
   so these are Bastion's constants;
+Numbers: no recognizer reads a bare JSON number, so :func:`long_numbers` names every number of
+:data:`MIN_IDENTIFIER_DIGITS` digits or more (a seed, a token id, a schema default), and the scan
+fails closed on each. Token ids, limits, penalties and biases are far shorter.
+
 - strings the detector already read verbatim in this request with nothing at or above the
   threshold (``known_clean``): the same string gives the same findings; scanning it twice only
   costs time.
@@ -41,12 +45,14 @@ __all__ = [
     "MAX_JSON_IN_STRING_CHARS",
     "MAX_JSON_IN_STRING_DEPTH",
     "egress_texts",
+    "long_numbers",
     "mask_tokens",
     "residual",
 ]
 
 MAX_JSON_IN_STRING_DEPTH = 4  # JSON inside a string inside a string ... this deep
 MAX_JSON_IN_STRING_CHARS = 1_048_576  # a longer string is scanned raw only
+MIN_IDENTIFIER_DIGITS = 8  # a JSON number this many digits long fails the egress scan closed
 _EXEMPT_TOP_LEVEL = ("model",)
 # Not a letter, digit, space or separator: no recognizer reads it (the detector's own mask,
 # gateway.detect._placeholders.MASK_CHAR, is the same character).
@@ -94,6 +100,32 @@ def egress_texts(serialized: bytes, *, known_clean: Collection[str] = frozenset(
         if key not in skip:
             add(f"<{i}>", key)
         walk(item, key, 0)
+    return out
+
+
+def long_numbers(serialized: bytes) -> list[str]:
+    """The paths of every JSON number in ``serialized`` (JSON inside strings included) whose
+    integer part has at least :data:`MIN_IDENTIFIER_DIGITS` digits. No recognizer reads a bare
+    number, and a number that long can be an identifier (a card as a ``seed``, an SSN as a token
+    id or a schema ``default``), so the egress scan fails closed on each: such a request goes to
+    ``on_error``, never managed. Raises ``ValueError`` for bytes that are not JSON."""
+    out: list[str] = []
+    stack: list[tuple[Any, str, int]] = [(json.loads(serialized), "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if isinstance(node, bool):
+            continue
+        if isinstance(node, (int, float)):
+            if node != node or abs(node) >= 10 ** (MIN_IDENTIFIER_DIGITS - 1):  # NaN, inf too
+                out.append(where)
+        elif isinstance(node, str):
+            inner = _json_inside(node, depth)
+            if inner is not None:
+                stack.append((inner[0], where + "#", depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]", depth) for i, item in enumerate(node))
+        elif isinstance(node, dict):
+            stack.extend((item, f"{where}{{{i}}}", depth) for i, item in enumerate(node.values()))
     return out
 
 

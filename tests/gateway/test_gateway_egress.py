@@ -18,6 +18,7 @@ from gateway.sanitize.egress import (
     MASK_CHAR,
     MAX_JSON_IN_STRING_DEPTH,
     egress_texts,
+    long_numbers,
     mask_tokens,
     residual,
 )
@@ -173,3 +174,21 @@ def test_pipeline_public_surface_is_pinned() -> None:
         "stream_events",
     ]
     assert all(hasattr(pipeline, name) for name in pipeline.__all__)
+
+
+LONG_NUMBERS = [
+    ("seed-card", {"seed": 4111111111111111}, ["{0}"]),
+    ("ssn-token-id", {"prompt": [219099999]}, ["{0}[0]"]),
+    ("in-json-string", {"tools": [{"args": '{"n": 78051120}'}]}, ["{0}[0]{0}#{0}"]),
+    ("float", {"x": 12345678.5}, ["{0}"]),
+    ("short-numbers-pass", {"max_tokens": 4096, "seed": 1234567, "t": 0.7, "b": True}, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "paths"), [r[1:] for r in LONG_NUMBERS], ids=[r[0] for r in LONG_NUMBERS]
+)
+def test_long_numbers_are_named(body: dict[str, Any], paths: list[str]) -> None:
+    """Every JSON number of 8+ digits, JSON inside strings included, is named (the scan fails
+    closed on it); shorter numbers and booleans are not."""
+    assert sorted(long_numbers(json.dumps(body).encode())) == sorted(paths)

@@ -370,12 +370,8 @@ HOLDS = [
         status=404,
     ),
     Attack("max-tokens-as-ssn", chat(max_tokens=219099999), (SSN2_DIGITS,), status=400),
-]
-
-# -- attacks that get through today (xfail strict: a fix makes them XPASS) -------------------
-
-BREAKS = [
-    # Numbers are never read: STRUCTURE integers and JSON numbers inside free-form schemas.
+    # Long JSON numbers (STRUCTURE integers, numbers in free-form schemas): the egress scan
+    # fails closed on every number of 8+ digits (gate engineer, issue 13).
     Attack(
         "seed-card-number",
         chat(seed=4111111111111111),
@@ -413,6 +409,11 @@ BREAKS = [
         (SSN2_DIGITS,),
         reason="SSN as a JSON-number example",
     ),
+]
+
+# -- attacks that get through today (xfail strict: a fix makes them XPASS) -------------------
+
+BREAKS = [
     # Separators and neighbours the recognizers do not expect.
     Attack(
         "ssn-spaced-dashes",
