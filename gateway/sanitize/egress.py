@@ -32,8 +32,10 @@ recognizers read the next word as the value: ``SSN=<blank>`` as a password.)
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import urllib.parse
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -72,10 +74,16 @@ def egress_texts(serialized: bytes, *, known_clean: Collection[str] = frozenset(
     seen: set[str] = set()
 
     def add(path: str, text: str) -> None:
-        if text in skip or text in seen or not text.strip():
+        if text in seen or not text.strip():
             return
         seen.add(text)
-        out.append(TextRef(path, text))
+        if text not in skip:
+            out.append(TextRef(path, text))
+        # Decoded forms are read even for a known-clean text: detection read it encoded.
+        for i, decoded in enumerate(decodings(text)):
+            if decoded not in seen and decoded not in skip:
+                seen.add(decoded)
+                out.append(TextRef(f"{path}~{i}", decoded))
 
     def walk(value: Any, path: str, depth: int) -> None:
         stack: list[tuple[Any, str]] = [(value, path)]
@@ -100,6 +108,32 @@ def egress_texts(serialized: bytes, *, known_clean: Collection[str] = frozenset(
         if key not in skip:
             add(f"<{i}>", key)
         walk(item, key, 0)
+    return out
+
+
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def decodings(text: str) -> list[str]:
+    """What a reader (or the model) would read ``text`` as, where that differs from it: HTML
+    entities, percent-encoding and literal ``\\uXXXX`` escapes decoded (each alone, then all
+    three). The egress scan reads these too, so an encoded value is still seen."""
+    if not any(c in text for c in "&%\\"):
+        return []
+    steps = (
+        html.unescape,
+        urllib.parse.unquote,
+        lambda t: _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), t),
+    )
+    out: list[str] = []
+    every = text
+    for step in steps:
+        decoded = step(text)
+        every = step(every)
+        if decoded != text and decoded not in out:
+            out.append(decoded)
+    if every != text and every not in out:
+        out.append(every)
     return out
 
 

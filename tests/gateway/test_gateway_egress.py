@@ -192,3 +192,14 @@ def test_long_numbers_are_named(body: dict[str, Any], paths: list[str]) -> None:
     """Every JSON number of 8+ digits, JSON inside strings included, is named (the scan fails
     closed on it); shorter numbers and booleans are not."""
     assert sorted(long_numbers(json.dumps(body).encode())) == sorted(paths)
+
+
+def test_known_clean_strings_are_still_read_decoded() -> None:
+    """A string detection read verbatim is skipped, but its HTML-entity, percent and \\uXXXX
+    decodings are read (detection saw only the encoded form)."""
+    encoded = "ssn &#x30;&#x37;&#x38; %31%31 \\u0032"
+    texts = [
+        r.text for r in egress_texts(json.dumps({"user": encoded}).encode(), known_clean={encoded})
+    ]
+    assert encoded not in texts
+    assert "ssn 078 11 2" in texts

@@ -409,6 +409,39 @@ HOLDS = [
         (SSN2_DIGITS,),
         reason="SSN as a JSON-number example",
     ),
+    # Encodings: the egress scan also reads HTML-entity, percent and \\uXXXX decodings of
+    # every string (gate engineer, issue 13).
+    Attack(
+        "ssn-html-entities",
+        msg("ssn &#x30;&#x37;&#x38;-&#x30;&#x35;-&#x31;&#x31;&#x32;&#x30;"),
+        (SSN_DIGITS,),
+        reason="SSN as HTML entities",
+    ),
+    Attack(
+        "ssn-percent-encoded",
+        msg("ssn %30%37%38-%30%35-%31%31%32%30"),
+        (SSN_DIGITS,),
+        reason="SSN percent-encoded",
+    ),
+    Attack(
+        "ssn-escapes-in-text",
+        msg("ssn " + ESCAPED_SSN),
+        (SSN_DIGITS,),
+        reason="SSN as \\uXXXX escapes in plain text",
+    ),
+    Attack(
+        "tool-args-escapes-invalid-json",
+        call_args('{"q":"' + ESCAPED_SSN + '"'),
+        (SSN_DIGITS,),
+        reason="SSN as \\uXXXX escapes in tool arguments that are not quite JSON (never decoded)",
+    ),
+    Attack(
+        "tool-args-duplicate-key",
+        call_args('{"q":"' + ESCAPED_SSN + '","q":"x"}'),
+        (SSN_DIGITS,),
+        reason="SSN as escapes under the FIRST of two duplicate keys in tool arguments: "
+        "json.loads keeps the last, the raw string hides it behind escapes",
+    ),
 ]
 
 # -- attacks that get through today (xfail strict: a fix makes them XPASS) -------------------
@@ -523,38 +556,7 @@ BREAKS = [
         reason="email with a quoted local part",
     ),
     # Encodings the normalizer does not decode (the model reads them).
-    Attack(
-        "ssn-html-entities",
-        msg("ssn &#x30;&#x37;&#x38;-&#x30;&#x35;-&#x31;&#x31;&#x32;&#x30;"),
-        (SSN_DIGITS,),
-        reason="SSN as HTML entities",
-    ),
-    Attack(
-        "ssn-percent-encoded",
-        msg("ssn %30%37%38-%30%35-%31%31%32%30"),
-        (SSN_DIGITS,),
-        reason="SSN percent-encoded",
-    ),
     Attack("ssn-base64", msg("decode this: " + b64(SSN)), (SSN_DIGITS,), reason="SSN in base64"),
-    Attack(
-        "ssn-escapes-in-text",
-        msg("ssn " + ESCAPED_SSN),
-        (SSN_DIGITS,),
-        reason="SSN as \\uXXXX escapes in plain text",
-    ),
-    Attack(
-        "tool-args-escapes-invalid-json",
-        call_args('{"q":"' + ESCAPED_SSN + '"'),
-        (SSN_DIGITS,),
-        reason="SSN as \\uXXXX escapes in tool arguments that are not quite JSON (never decoded)",
-    ),
-    Attack(
-        "tool-args-duplicate-key",
-        call_args('{"q":"' + ESCAPED_SSN + '","q":"x"}'),
-        (SSN_DIGITS,),
-        reason="SSN as escapes under the FIRST of two duplicate keys in tool arguments: "
-        "json.loads keeps the last, the raw string hides it behind escapes",
-    ),
     # Secrets: not denied.
     Attack(
         "aws-lowercase",
