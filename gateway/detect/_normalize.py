@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "NormalizedText",
     "ascii_skeleton",
+    "fold_confusables",
     "ignorable_characters",
     "normalize",
     "structured_view",
@@ -240,8 +241,30 @@ def ascii_skeleton(text: str) -> str:
     return text if text.isascii() else text.translate(_skeleton_table())
 
 
+# Cyrillic and Greek letters that look like a Latin letter (Unicode confusables.txt, the
+# single-letter part): ``\u0410\u041a\u0406\u0410`` reads as ``AKIA`` to a person and a model.
+_CONFUSABLES = str.maketrans(
+    "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0406\u0408"
+    "\u0405\u0423\u04ae\u0430\u0435\u043e\u0440\u0441\u0445\u0443\u0456\u0458\u0455"
+    "\u0501\u04bb\u051b\u051d\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d"
+    "\u039f\u03a1\u03a4\u03a5\u03a7\u03bf\u03f2\u03f3",
+    "ABEKMHOPCTXIJSYYaeopcxyijsdhqwABEZHIKMNOPTYXocj",
+)
+# Full stops that IDNA reads as ``.`` in a domain name (UTS #46): ``example\u3002com``.
+_DOTS = str.maketrans("\u3002\uff0e\uff61", "...")
+
+
+def fold_confusables(text: str) -> str:
+    """``text`` with Cyrillic and Greek look-alikes of Latin letters as the Latin letter (same
+    length): what key recognizers (an AWS key id with a Cyrillic ``\u0410\u041a\u0406\u0410``) see."""
+    return text if text.isascii() else text.translate(_CONFUSABLES)
+
+
 def structured_view(text: str) -> str:
-    """What structured-identifier and key recognizers match on: ``_`` as ``-``, accents off."""
+    """What structured-identifier and key recognizers match on: ``_`` as ``-``, accents off,
+    ideographic full stops as ``.``."""
     if "_" in text:
         text = text.replace("_", "-")
+    if not text.isascii():
+        text = text.translate(_DOTS)
     return ascii_skeleton(text)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 
 from gateway.detect._base import Candidate, is_placeholder
+from gateway.detect._normalize import fold_confusables
 
 __all__ = ["find_secrets", "password_score"]
 
@@ -22,6 +23,18 @@ _R = "bastion-secrets"
 _AWS = re.compile(
     r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Za-z0-9])"
 )
+# The same key ids as an attacker writes them (red team of issue 13): any case, glued to letters
+# (``keyakiaz3mx…end``), in groups (``AKIA Z3MX Q7V4 WLBN 2TQE``), with Cyrillic or Greek
+# look-alike letters (folded before matching). AWS writes the 16 characters after the prefix in
+# base32 (A-Z, 2-7); without the strict pattern's boundaries the body must be base32 and hold a
+# digit, so that prose ("Asia Pacific region…") is not a key.
+_AWS_PREFIX = r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)"
+_AWS_GLUED = re.compile(rf"{_AWS_PREFIX}(?=[A-Z2-7]{{0,15}}[2-7])[A-Z2-7]{{16}}", re.IGNORECASE)
+_AWS_GROUPED = re.compile(
+    rf"(?<![A-Za-z0-9]){_AWS_PREFIX}(?P<groups>(?:[ .:/-]{{1,3}}[A-Z2-7]{{1,8}}){{2,16}})",
+    re.IGNORECASE,
+)
+_AWS_BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _GITHUB = re.compile(
     r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{30,251}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"
 )
@@ -118,6 +131,7 @@ def find_secrets(text: str) -> Iterator[Candidate]:
     ):
         for m in pattern.finditer(text):
             yield Candidate(entity, score, m.start(), m.end(), _R)
+    yield from _aws_variants(text)
     closed_until = -1
     for m in _PEM.finditer(text):
         closed_until = m.end()
@@ -171,6 +185,30 @@ def find_secrets(text: str) -> Iterator[Candidate]:
         value = m.group("value")
         if value != m.group("user") and not is_placeholder(value):
             yield Candidate("CREDENTIAL", 0.9, m.start("value"), m.end("value"), _R)
+
+
+def _aws_variants(text: str) -> Iterator[Candidate]:
+    """AWS key ids in any case, glued, grouped or with look-alike letters (see ``_AWS_GLUED``)."""
+    view = fold_confusables(text)
+    for m in _AWS_GLUED.finditer(view):
+        yield Candidate("AWS_ACCESS_KEY", 0.95, m.start(), m.end(), _R)
+    for m in _AWS_GROUPED.finditer(view):
+        body: list[int] = []  # offsets of the body's characters, separators left out
+        lengths: list[int] = []
+        for part in re.finditer(r"[A-Za-z0-9]+", m.group("groups")):
+            lengths.append(len(part.group()))
+            body.extend(range(m.start("groups") + part.start(), m.start("groups") + part.end()))
+        if len(body) < 16 or len(lengths) < 2:
+            continue
+        chars = "".join(view[i] for i in body[:16])
+        upper = chars.upper()
+        regular = len(set(lengths[:-1])) == 1 and lengths[0] >= 2  # "Z3MX Q7V4 WLBN 2TQE"
+        if (
+            set(upper) <= _AWS_BASE32
+            and any(c.isdigit() for c in upper)
+            and (regular or (chars.isupper() and m.group()[:4].isupper()))
+        ):
+            yield Candidate("AWS_ACCESS_KEY", 0.95, m.start(), body[15] + 1, _R)
 
 
 def _classes(value: str) -> int:

@@ -35,8 +35,26 @@ _SPACED_DIGITS = re.compile(r"(?<![\w.-])\d(?: \d){6,18}(?![\w]|[.-]\d)")
 # --- SSN ----------------------------------------------------------------------------------------
 _SSN_FORMATTED = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w]|[.-]\d)")
 _NINE_DIGITS = re.compile(r"(?<![\w.-])\d{9}(?![\w]|[.-]\d)")
-# --- IBAN: optional single spaces between any characters, checked by mod-97 --------------------
-_IBAN = re.compile(r"(?<![\w])[A-Z] ?[A-Z] ?\d ?\d(?: ?[A-Z0-9]){11,30}", re.IGNORECASE)
+# --- digit runs: digits with up to three separator characters between groups -----------------
+# The red team of issue 13 glued values to letters (``refA078051120Z``, ``x4111…``) and wrote
+# them with any separator run (``078 - 05 - 1120``, U+2044, a card on four lines). A digit run
+# is read whatever is around it; the checksums, ranges and group shapes decide. Commas,
+# semicolons, brackets, quotes and ``=`` end a run (lists of numbers, code).
+_DIGIT_RUN = re.compile(r"\d+(?:[^\w,;()\[\]{}<>\"'=]{1,3}\d+)*")
+_DIGIT_GROUP = re.compile(r"\d+")
+# A UUID or a long hex string (hashes, commit ids) is not a carrier of digits.
+_HEX_TOKEN = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|[0-9a-f]{32,}|[0-9A-F]{32,})(?![0-9A-Za-z])",
+    re.IGNORECASE,
+)
+_LONG_RUN = 24  # digits: a card is looked for inside a single run of at most this many
+# --- IBAN: up to three separators (space, dot, dash) between any characters, checked by mod-97
+_IBAN_SEP = " .-"
+_IBAN = re.compile(
+    r"(?<![\w])[A-Z][ .-]{0,3}[A-Z][ .-]{0,3}\d[ .-]{0,3}\d(?:[ .-]{0,3}[A-Z0-9]){11,30}",
+    re.IGNORECASE,
+)
 # --- phones -------------------------------------------------------------------------------------
 _PHONE_INTL = re.compile(r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?!\w)")
 _PHONE_NANP = re.compile(
@@ -49,6 +67,7 @@ _PHONE_EU = re.compile(
 _LOCAL = r"[A-Za-z0-9][A-Za-z0-9._%+-]*"
 _DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b"
 _EMAIL = re.compile(rf"(?<![\w.%+-]){_LOCAL}(?:@|%40){_DOMAIN}", re.IGNORECASE)
+_EMAIL_QUOTED = re.compile(rf'"[^"\s@]{{1,64}}"(?:@|%40){_DOMAIN}', re.IGNORECASE)  # "jane.roe"@
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _EMAIL_BRACKETED = re.compile(
     rf"(?<![\w.%+-]){_LOCAL}\s*[\[({{<]\s*at\s*[\])}}>]\s*{_LABEL}"
@@ -110,6 +129,7 @@ def find_structured(text: str) -> Iterator[Candidate]:
     yield from _ipv4s(text)
     yield from _context_numbers(text)
     yield from _spaced_digits(text)
+    yield from _digit_runs(text)
     yield from _dates_of_birth(text)
 
 
@@ -152,7 +172,7 @@ def _ssns(text: str) -> Iterator[Candidate]:
 
 def _ibans(text: str) -> Iterator[Candidate]:
     for m in _IBAN.finditer(text):
-        chars = [(i, c) for i, c in enumerate(m.group(), m.start()) if c != " "]
+        chars = [(i, c) for i, c in enumerate(m.group(), m.start()) if c not in _IBAN_SEP]
         for length in range(min(len(chars), 34), 14, -1):
             code = "".join(c for _, c in chars[:length])
             end = chars[length - 1][0] + 1
@@ -175,7 +195,12 @@ def _phones(text: str) -> Iterator[Candidate]:
 
 
 def _emails(text: str) -> Iterator[Candidate]:
-    for pattern, score in ((_EMAIL, 0.95), (_EMAIL_BRACKETED, 0.85), (_EMAIL_WORDS, 0.8)):
+    for pattern, score in (
+        (_EMAIL, 0.95),
+        (_EMAIL_QUOTED, 0.9),
+        (_EMAIL_BRACKETED, 0.85),
+        (_EMAIL_WORDS, 0.8),
+    ):
         for m in pattern.finditer(text):
             yield Candidate("EMAIL_ADDRESS", score, m.start(), m.end(), _R)
 
@@ -230,6 +255,75 @@ def _spaced_digits(text: str) -> Iterator[Candidate]:
         else:
             entity = "ID_NUMBER"
         yield Candidate(entity, 0.7, m.start(), m.end(), _R)
+
+
+def _card_brand(digits: str) -> bool:
+    """The number has a major card network's prefix and one of its lengths."""
+    n = len(digits)
+    if digits[0] == "4":
+        return n in (13, 16, 19)
+    if "51" <= digits[:2] <= "55" or "2221" <= digits[:4] <= "2720":
+        return n == 16
+    if digits[:2] in ("34", "37"):
+        return n == 15
+    if digits.startswith(("6011", "65")) or "644" <= digits[:3] <= "649":
+        return 16 <= n <= 19
+    if "3528" <= digits[:4] <= "3589":  # JCB
+        return 16 <= n <= 19
+    return False
+
+
+def _card_groups(lengths: list[int]) -> bool:
+    """Groups as cards are written: one run, fours (the last may be shorter), 4-6-5 or 4-6-4."""
+    return (
+        len(lengths) == 1
+        or (all(n == 4 for n in lengths[:-1]) and 1 <= lengths[-1] <= 4)
+        or lengths in ([4, 6, 5], [4, 6, 4])
+    )
+
+
+def _digit_runs(text: str) -> Iterator[Candidate]:
+    """SSNs and cards in digit runs, whatever letters touch them and whatever separates groups.
+
+    The other recognizers want a boundary and a separator they know; this one reads only the
+    digits: an SSN is a run of nine digits (one group, or 3-2-4) in the SSN ranges, a card a run
+    of 13-19 digits grouped as cards are, with a network's prefix (or card context) and Luhn,
+    also inside a single longer run of digits."""
+    hex_spans = [m.span() for m in _HEX_TOKEN.finditer(text)] if len(text) >= 32 else []
+    for m in _DIGIT_RUN.finditer(text):
+        start, end = m.span()
+        if hex_spans and any(lo <= start and end <= hi for lo, hi in hex_spans):
+            continue
+        groups = _DIGIT_GROUP.findall(m.group())
+        digits = "".join(groups)
+        n = len(digits)
+        if n < 9:
+            continue
+        lengths = [len(g) for g in groups]
+        context = nearest_context(text, start)
+        if n == 9 and lengths in ([9], [3, 2, 4]) and ssn_ok(digits):
+            if context in (None, "US_SSN"):
+                yield Candidate("US_SSN", 0.9 if context else 0.5, start, end, _R)
+            continue
+        if n < 13 or len(set(digits)) < 2:  # 4111 1111 1111 1111, the test Visa, is a card
+            continue
+        if (
+            n <= 19
+            and _card_groups(lengths)
+            and luhn_ok(digits)
+            and (context == "CREDIT_CARD" or _card_brand(digits))
+        ):
+            score = 0.95 if context == "CREDIT_CARD" else 0.7
+            yield Candidate("CREDIT_CARD", score, start, end, _R)
+            continue
+        if len(lengths) == 1 and 16 < n <= _LONG_RUN:  # "order 9941111111111111111"
+            for length in (16, 15):
+                if any(
+                    _card_brand(digits[i : i + length]) and luhn_ok(digits[i : i + length])
+                    for i in range(n - length + 1)
+                ):
+                    yield Candidate("CREDIT_CARD", 0.6, start, end, _R)
+                    break
 
 
 def _dates_of_birth(text: str) -> Iterator[Candidate]:

@@ -442,12 +442,8 @@ HOLDS = [
         reason="SSN as escapes under the FIRST of two duplicate keys in tool arguments: "
         "json.loads keeps the last, the raw string hides it behind escapes",
     ),
-]
-
-# -- attacks that get through today (xfail strict: a fix makes them XPASS) -------------------
-
-BREAKS = [
-    # Separators and neighbours the recognizers do not expect.
+    # Glue, separators and AWS key id variants (red team BREAKS fixed by the recognizers:
+    # digit runs in gateway/detect/_structured.py, AWS variants in _secrets.py).
     Attack(
         "ssn-spaced-dashes",
         msg("my ssn is 078 - 05 - 1120"),
@@ -555,9 +551,6 @@ BREAKS = [
         (EMAIL,),
         reason="email with a quoted local part",
     ),
-    # Encodings the normalizer does not decode (the model reads them).
-    Attack("ssn-base64", msg("decode this: " + b64(SSN)), (SSN_DIGITS,), reason="SSN in base64"),
-    # Secrets: not denied.
     Attack(
         "aws-lowercase",
         msg("key akiaz3mxq7v4wlbn2tqe"),
@@ -586,6 +579,15 @@ BREAKS = [
         deny=True,
         reason="AWS key id with Cyrillic АКІА: the 16 secret characters go verbatim",
     ),
+]
+
+
+# -- attacks that get through today (xfail strict: a fix makes them XPASS) -------------------
+
+BREAKS = [
+    # Encodings the normalizer does not decode (the model reads them).
+    Attack("ssn-base64", msg("decode this: " + b64(SSN)), (SSN_DIGITS,), reason="SSN in base64"),
+    # Secrets: not denied.
     # Split across fields or turns: each piece is clean alone.
     Attack(
         "ssn-split-stop",
