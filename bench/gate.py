@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gateway.api.body import decode_json  # noqa: E402
-from gateway.api.schemas import ChatCompletionRequest, parse_body  # noqa: E402
+from gateway.api.schemas import ChatCompletionRequest  # noqa: E402
+from gateway.api.validation import parse_body  # noqa: E402
 from gateway.detect.texts import dump_request, read_request  # noqa: E402
 from gateway.sanitize.egress import egress_texts, mask_tokens, residual  # noqa: E402
 

@@ -23,8 +23,9 @@ typed, strict and closed: the single source of truth for what a request may carr
 
 The field tables are printed by ``field_roles()`` (used in the docs and in the tests).
 
-Validation errors become 400s naming the field, never echoing a value: messages are written
-here, not copied from pydantic, and a caller's own mapping keys are never put in ``param``.
+Validation errors become 400s naming the field, never echoing a value
+(:func:`gateway.api.validation.parse_body`): messages are written there, not copied from
+pydantic, and a caller's own mapping keys are never put in ``param``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import enum
 import re
 from collections.abc import Iterator, Sequence
 from functools import cache
-from typing import Annotated, Any, Literal, TypeAlias, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeAlias, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -41,11 +42,10 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     create_model,
 )
 
-from gateway.errors import ConfigError, InvalidRequest
+from gateway.errors import ConfigError
 
 __all__ = [
     "ChatCompletionRequest",
@@ -54,7 +54,6 @@ __all__ = [
     "RequestSchemas",
     "Role",
     "field_roles",
-    "parse_body",
     "role_of",
     "schema_vocabulary",
 ]
@@ -596,70 +595,3 @@ class RequestSchemas:
                 "ChatCompletionRequest", __base__=ChatCompletionRequest, **extra
             )
             self.completion = create_model("CompletionRequest", __base__=CompletionRequest, **extra)
-
-
-# -- validation errors ---------------------------------------------------------------------
-
-_TAG_STEP = re.compile(r"^(role|type)=")
-_SAFE_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_UNION_LABEL = re.compile(r"[\[(]")
-_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "constrained-str"})
-
-
-def _param(loc: Sequence[int | str]) -> str:
-    """The error's field path; a caller's own mapping key or unknown field name is shown only
-    when it looks like an API field name (lowercase snake case), else as ``?``."""
-    vocabulary = schema_vocabulary()
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        if _TAG_STEP.match(part):
-            continue  # a discriminator tag, not a field
-        if part not in vocabulary and (_UNION_LABEL.search(part) or part in _TYPE_LABELS):
-            continue  # pydantic's label for a union member ("str", "list[...]"), not a field
-        shown = part if part in vocabulary or _SAFE_KEY.match(part) else "?"
-        out += f".{shown}" if out else shown
-    return out
-
-
-def _message(kind: str, param: str, error: Any) -> str:
-    if kind == "extra_forbidden":
-        return (
-            f"unknown field '{param}': the API does not define it; remove it (an operator may "
-            "allow a top-level field as text in limits.passthrough_fields)"
-        )
-    if kind == "missing":
-        return f"missing required field '{param}'"
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        expected = ", ".join(
-            t.split("=", 1)[-1] for t in str(expected).replace("'", "").split(", ")
-        )
-        return f"invalid value for '{param}': it must be one of: {expected}"
-    # pydantic's own messages state the expected type or bound, not the input.
-    return f"invalid value for '{param}': {error['msg']}"
-
-
-M = TypeVar("M", bound=_Strict)
-
-
-def parse_body(model: type[M], body: Any) -> M:
-    """Validate a decoded JSON body; raise :class:`InvalidRequest` naming the first bad field."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_input=False, include_url=False, include_context=True)
-        # The deepest error is the most specific (a union reports one per member).
-        first = max(errors, key=lambda e: len(e["loc"]))
-        param = _param(tuple(first["loc"]))
-        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            tags = str(first.get("ctx", {}).get("expected_tags", "")).replace("'", "")
-            key = tags.split("=", 1)[0].strip()
-            param = f"{param}.{key}" if param and key else key or param
-        raise InvalidRequest(
-            _message(first["type"], param, first), param=param or None, code="invalid_field"
-        ) from None

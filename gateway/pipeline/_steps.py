@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from gateway.api.body import read_json_body
-from gateway.api.schemas import ChatCompletionRequest, RequestSchemas, parse_body
+from gateway.api.schemas import ChatCompletionRequest, RequestSchemas
+from gateway.api.validation import parse_body
 from gateway.detect.findings import Finding
 from gateway.detect.texts import dump_request, read_request
 from gateway.errors import (
